@@ -1,0 +1,57 @@
+"""The FastAPI application: start-up order, shutdown, routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from ragkeep import __version__
+from ragkeep.api import errors
+from ragkeep.api.routes import documents, health, retrieval, users
+from ragkeep.api.services import Services
+from ragkeep.auth.tokens import TokenIssuer, load_or_create_secret
+from ragkeep.auth.users import ensure_admin
+from ragkeep.config import Settings, load_settings
+from ragkeep.db.database import open_database
+from ragkeep.embeddings import create_provider
+from ragkeep.ingest.pipeline import Ingestor
+from ragkeep.ingest.store import fail_interrupted
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        embedder = create_provider(settings.embedding)
+        db = await open_database(settings, embedder.dimension, embedder.model_name)
+        try:
+            async with db.pool.connection() as conn:
+                secret = settings.auth.secret_key or await load_or_create_secret(conn)
+                await ensure_admin(
+                    conn, settings.auth.admin_email, settings.auth.admin_password, settings.app.home
+                )
+                interrupted = await fail_interrupted(conn)
+                if interrupted:
+                    log.warning("marked %d interrupted ingestions as failed", interrupted)
+            tokens = TokenIssuer(secret, settings.auth.access_token_minutes, settings.auth.refresh_token_days)
+            ingestor = Ingestor(db.pool, embedder, settings.ingestion)
+            app.state.services = Services(settings, db, embedder, tokens, ingestor)
+            where = f"embedded PostgreSQL in {settings.pgdata}" if db.is_embedded else "external PostgreSQL"
+            log.info("ragkeep %s ready on %s with %s", __version__, where, embedder.model_name)
+            yield
+            await ingestor.drain()
+        finally:
+            await db.close()
+            embedder.close()
+
+    app = FastAPI(title="ragkeep", version=__version__, lifespan=lifespan)
+    errors.install(app)
+    for module in (health, users, documents, retrieval):
+        app.include_router(module.router)
+    return app

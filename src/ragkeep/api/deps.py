@@ -1,0 +1,71 @@
+"""Request dependencies: the services, and who is calling (a bearer JWT or an ``X-API-Key``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from ragkeep.api.errors import ApiError
+from ragkeep.api.services import Services
+from ragkeep.auth.api_keys import verify_api_key
+from ragkeep.auth.tokens import InvalidToken
+from ragkeep.auth.users import Principal, load_principal
+
+_bearer = HTTPBearer(auto_error=False)
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+_UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+
+
+async def optional_principal(
+    services: ServicesDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key)],
+) -> Principal | None:
+    """The caller, None when no credentials were sent; wrong credentials are always a 401."""
+    if not api_key and bearer is None:
+        return None
+    async with services.db.pool.connection() as conn:
+        if api_key:
+            user_id = await verify_api_key(conn, api_key)
+            if user_id is None:
+                raise ApiError(401, "invalid API key")
+        else:
+            assert bearer is not None
+            try:
+                user_id, _ = services.tokens.decode(bearer.credentials, "access")
+            except InvalidToken as e:
+                raise ApiError(401, str(e)) from e
+        principal = await load_principal(conn, user_id)
+    if principal is None:
+        raise ApiError(401, "the user of these credentials no longer exists or is inactive")
+    return principal
+
+
+async def current_principal(
+    principal: Annotated[Principal | None, Depends(optional_principal)],
+) -> Principal:
+    if principal is None:
+        raise ApiError(401, "authentication required: send 'Authorization: Bearer <token>' or 'X-API-Key'")
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+async def superuser(principal: PrincipalDep) -> Principal:
+    if not principal.is_superuser:
+        raise ApiError(403, "only a superuser may do this")
+    return principal
+
+
+SuperuserDep = Annotated[Principal, Depends(superuser)]

@@ -1,0 +1,61 @@
+"""Errors as R2R's clients read them: ``{"detail": {"message": ..., "error_type": ...}}``.
+
+R2R's SDK raises ``R2RException(status_code, message)`` from ``detail.message`` (or a string
+``detail``), so every error here carries one sentence that says what was wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status_code: int, message: str, **extra: object) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.extra = extra
+
+
+def _body(status: int, message: str, error_type: str, **extra: object) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"detail": {"message": message, "error_type": error_type, **extra}})
+
+
+def _location(loc: tuple | list) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "form")]
+    return ".".join(parts) or "request"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _body(exc.status_code, exc.message, "ApiError", **exc.extra)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        resp = _body(exc.status_code, message, "HTTPException")
+        for k, v in (exc.headers or {}).items():
+            resp.headers[k] = v
+        return resp
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": _location(e.get("loc", ())), "message": e.get("msg", "invalid")}
+            for e in exc.errors()
+        ]
+        message = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        return _body(422, message or "invalid request", "ValidationError", errors=errors[:50])
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _body(500, "internal server error; the server log has the details", "InternalError")

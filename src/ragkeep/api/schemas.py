@@ -1,0 +1,203 @@
+"""Request and response models at the API edge, shaped as R2R's v3 API."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ragkeep.text import text_problem
+
+T = TypeVar("T")
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class Results(BaseModel, Generic[T]):
+    results: T
+
+
+class PaginatedResults(BaseModel, Generic[T]):
+    results: T
+    total_entries: int
+
+
+class GenericMessage(BaseModel):
+    message: str
+
+
+class GenericBoolean(BaseModel):
+    success: bool
+
+
+# -- users ------------------------------------------------------------------------------------
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    email: str = Field(max_length=320)
+    password: str = Field(min_length=8, max_length=1024)
+    name: str | None = Field(None, max_length=200)
+    bio: str | None = Field(None, max_length=5000)
+    profile_picture: str | None = Field(None, max_length=2000)
+    is_verified: bool | None = None
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str) -> str:
+        if not _EMAIL.match(v):
+            raise ValueError("not a valid email address")
+        return v.strip()
+
+    @field_validator("password", "name", "bio", "profile_picture")
+    @classmethod
+    def _storable(cls, v: str | None) -> str | None:
+        if v is not None and (problem := text_problem(v)):
+            raise ValueError(problem)
+        return v
+
+
+class UserOut(BaseModel):
+    id: uuid.UUID
+    email: str
+    is_active: bool
+    is_superuser: bool
+    created_at: datetime
+    updated_at: datetime
+    is_verified: bool
+    collection_ids: list[uuid.UUID] = []
+    graph_ids: list[uuid.UUID] = []
+    document_ids: list[uuid.UUID] = []
+    limits_overrides: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    name: str | None = None
+    bio: str | None = None
+    profile_picture: str | None = None
+    total_size_in_bytes: int | None = None
+    num_files: int | None = None
+    account_type: str = "password"
+
+
+class Token(BaseModel):
+    token: str
+    token_type: Literal["access", "refresh"]
+
+
+class TokenPairOut(BaseModel):
+    access_token: Token
+    refresh_token: Token
+
+
+class ApiKeyCreate(BaseModel):
+    name: str | None = Field(None, max_length=200)
+    description: str | None = Field(None, max_length=2000)
+
+
+class ApiKeyOut(BaseModel):
+    public_key: str
+    api_key: str
+    key_id: str
+    name: str | None = None
+
+
+class ApiKeyInfo(BaseModel):
+    public_key: str
+    key_id: str
+    name: str | None = None
+    updated_at: datetime
+    description: str | None = None
+
+
+# -- documents --------------------------------------------------------------------------------
+
+
+class IngestionOut(BaseModel):
+    message: str
+    task_id: uuid.UUID | None = None
+    document_id: uuid.UUID
+
+
+class DocumentOut(BaseModel):
+    id: uuid.UUID
+    collection_ids: list[uuid.UUID]
+    owner_id: uuid.UUID
+    document_type: str
+    metadata: dict[str, Any]
+    title: str | None = None
+    version: str = "v0"
+    size_in_bytes: int | None = None
+    ingestion_status: str
+    extraction_status: str = "pending"
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    ingestion_attempt_number: int | None = None
+    summary: str | None = None
+    summary_embedding: list[float] | None = None
+    total_tokens: int | None = None
+    chunk_count: int | None = None
+    error: str | None = None
+
+
+class ChunkOut(BaseModel):
+    id: uuid.UUID
+    document_id: uuid.UUID
+    owner_id: uuid.UUID
+    collection_ids: list[uuid.UUID]
+    text: str
+    metadata: dict[str, Any]
+    vector: list[float] | None = None
+
+
+# -- retrieval --------------------------------------------------------------------------------
+
+
+class SearchSettings(BaseModel):
+    """R2R's search_settings; fields R2R accepts that do not apply here are accepted and ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    use_semantic_search: bool = True
+    use_fulltext_search: bool = False
+    use_hybrid_search: bool = False
+    filters: dict[str, Any] = Field(default_factory=dict)
+    limit: int = Field(10, ge=1, le=1000)
+    offset: int = Field(0, ge=0, le=100_000)
+    include_metadatas: bool = True
+    include_scores: bool = True
+    search_strategy: str = "vanilla"
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    query: str = Field(min_length=1, max_length=10_000)
+    search_mode: Literal["basic", "advanced", "custom"] = "custom"
+    search_settings: SearchSettings = Field(default_factory=SearchSettings)
+
+    @field_validator("query")
+    @classmethod
+    def _storable(cls, v: str) -> str:
+        if problem := text_problem(v):
+            raise ValueError(problem)
+        return v
+
+
+class ChunkSearchResult(BaseModel):
+    id: uuid.UUID
+    document_id: uuid.UUID
+    owner_id: uuid.UUID | None
+    collection_ids: list[uuid.UUID]
+    score: float | None = None
+    text: str
+    metadata: dict[str, Any]
+
+
+class AggregateSearchResult(BaseModel):
+    chunk_search_results: list[ChunkSearchResult] | None = None
+    graph_search_results: list[Any] | None = None
+    web_search_results: list[Any] | None = None
+    document_search_results: list[Any] | None = None

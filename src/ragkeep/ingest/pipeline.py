@@ -1,0 +1,239 @@
+"""Ingestion of one document: parse, chunk, embed, store; all-or-nothing, with a readable status.
+
+The document row is claimed first (status ``pending``) so that duplicates are refused before any
+work, and so that status is visible while a large file is processed in the background. Chunks
+and the ``success`` status are written in one transaction; any failure leaves no chunk and the
+status ``failed`` with the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from psycopg_pool import AsyncConnectionPool
+
+from ragkeep.config import IngestionConfig
+from ragkeep.embeddings import EmbeddingProvider
+from ragkeep.ingest import store
+from ragkeep.ingest.chunking import chunk_text
+from ragkeep.ingest.parsers import DocumentParseError, parse_document
+
+log = logging.getLogger(__name__)
+
+
+class IngestionError(Exception):
+    """The document could not be ingested; the message is safe to show the user."""
+
+
+@dataclass(frozen=True)
+class FileSource:
+    data: bytes
+    filename: str | None
+    content_type: str | None
+
+
+@dataclass(frozen=True)
+class TextSource:
+    text: str
+
+
+@dataclass(frozen=True)
+class ChunkInput:
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    embedding: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class ChunksSource:
+    chunks: list[ChunkInput]
+
+
+Source = FileSource | TextSource | ChunksSource
+
+
+@dataclass(frozen=True)
+class Upload:
+    owner_id: uuid.UUID
+    document_id: uuid.UUID
+    source: Source
+    document_type: str
+    title: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    collection_ids: tuple[uuid.UUID, ...] = ()
+
+    @property
+    def size_in_bytes(self) -> int:
+        s = self.source
+        if isinstance(s, FileSource):
+            return len(s.data)
+        if isinstance(s, TextSource):
+            return len(s.text.encode())
+        return sum(len(c.text.encode()) for c in s.chunks)
+
+    @property
+    def content_hash(self) -> str:
+        s = self.source
+        h = hashlib.sha256()
+        if isinstance(s, FileSource):
+            h.update(s.data)
+        elif isinstance(s, TextSource):
+            h.update(s.text.encode())
+        else:
+            h.update(json.dumps([c.text for c in s.chunks]).encode())
+        return h.hexdigest()
+
+
+class Ingestor:
+    """Owns the steps and their order; the API decides whether to await it or run it in the background."""
+
+    def __init__(self, pool: AsyncConnectionPool, embedder: EmbeddingProvider, config: IngestionConfig) -> None:
+        self.pool = pool
+        self.embedder = embedder
+        self.config = config
+        self._background: set[asyncio.Task[None]] = set()
+        #: Cumulative wall seconds per step (parse, chunk, embed, store) across all documents.
+        self.step_seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def _step(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.step_seconds[name] += time.perf_counter() - start
+
+    def validate(self, upload: Upload) -> None:
+        """Checks that need no database, run before anything is written."""
+        if isinstance(upload.source, ChunksSource):
+            self._given_vectors(upload.source.chunks)
+
+    async def claim(self, upload: Upload) -> None:
+        """Register the document as pending; raises store.DuplicateDocument."""
+        async with self.pool.connection() as conn:
+            await store.insert_pending(
+                conn,
+                owner_id=upload.owner_id,
+                document_id=upload.document_id,
+                collection_ids=upload.collection_ids,
+                document_type=upload.document_type,
+                title=upload.title,
+                metadata=upload.metadata,
+                size_in_bytes=upload.size_in_bytes,
+                content_hash=upload.content_hash,
+            )
+
+    async def process(self, upload: Upload) -> int:
+        """Run every step after ``claim``; returns the chunk count, or raises IngestionError."""
+        try:
+            return await self._process(upload)
+        except asyncio.CancelledError:
+            await self._fail(upload, "ingestion was cancelled (the server stopped); upload the document again")
+            raise
+        except IngestionError as e:
+            await self._fail(upload, str(e))
+            raise
+        except Exception as e:  # any failure: nothing half-written, and the reason kept
+            log.exception("ingestion of document %s failed", upload.document_id)
+            await self._fail(upload, f"{type(e).__name__}: {e}")
+            raise IngestionError(f"ingestion failed: {e}") from e
+
+    def process_in_background(self, upload: Upload) -> None:
+        task = asyncio.create_task(self._process_quietly(upload), name=f"ingest {upload.document_id}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _process_quietly(self, upload: Upload) -> None:
+        try:
+            await self.process(upload)
+        except IngestionError:
+            pass  # recorded in the document's status
+
+    async def drain(self) -> None:
+        """Cancel background work at shutdown (each task records its failure)."""
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def _status(self, upload: Upload, status: str, **kw: Any) -> None:
+        async with self.pool.connection() as conn:
+            await store.set_status(conn, upload.owner_id, upload.document_id, status, **kw)
+
+    async def _fail(self, upload: Upload, error: str) -> None:
+        try:
+            await asyncio.shield(self._status(upload, "failed", error=error[:2000]))
+        except Exception:
+            log.exception("could not record the failure of document %s", upload.document_id)
+
+    async def _process(self, upload: Upload) -> int:
+        texts, metadatas, vectors = await self._texts(upload)
+        if not texts:
+            raise IngestionError("the document produced no chunks of text")
+        if vectors is None:
+            await self._status(upload, "embedding")
+            with self._step("embed"):
+                vectors = await self.embedder.embed(texts)
+        await self._status(upload, "storing")
+        with self._step("store"):
+            async with self.pool.connection() as conn:
+                await store.store_chunks(
+                    conn,
+                    owner_id=upload.owner_id,
+                    document_id=upload.document_id,
+                    collection_ids=upload.collection_ids,
+                    texts=texts,
+                    metadatas=metadatas,
+                    embeddings=vectors,
+                )
+        return len(texts)
+
+    async def _texts(self, upload: Upload) -> tuple[list[str], list[dict[str, Any]], np.ndarray | None]:
+        src = upload.source
+        cfg = self.config
+        if isinstance(src, ChunksSource):
+            texts = [c.text for c in src.chunks]
+            metadatas = [{**upload.metadata, **c.metadata} for c in src.chunks]
+            return texts, metadatas, self._given_vectors(src.chunks)
+        await self._status(upload, "parsing")
+        if isinstance(src, FileSource):
+            try:
+                with self._step("parse"):
+                    parsed = await asyncio.to_thread(parse_document, src.data, src.filename, src.content_type)
+            except DocumentParseError as e:
+                raise IngestionError(str(e)) from e
+            text = parsed.text
+            if parsed.title and not upload.title:
+                await self._status(upload, "parsing", title=parsed.title)
+        else:
+            text = src.text.replace("\x00", "")
+        with self._step("chunk"):
+            texts = await asyncio.to_thread(chunk_text, text, cfg.chunk_size, cfg.chunk_overlap)
+        return texts, [dict(upload.metadata) for _ in texts], None
+
+    def _given_vectors(self, chunks: list[ChunkInput]) -> np.ndarray | None:
+        given = [c.embedding is not None for c in chunks]
+        if not any(given):
+            return None
+        if not all(given):
+            raise IngestionError("either every chunk carries an embedding or none does")
+        vectors = np.asarray([c.embedding for c in chunks], dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.embedder.dimension:
+            got = vectors.shape[1] if vectors.ndim == 2 else "mixed"
+            raise IngestionError(
+                f"chunk embeddings must have {self.embedder.dimension} dimensions (the configured model's); got {got}"
+            )
+        if not np.isfinite(vectors).all():
+            raise IngestionError("chunk embeddings must be finite numbers")
+        return vectors

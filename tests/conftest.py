@@ -1,0 +1,65 @@
+"""Session fixtures: one embedded PostgreSQL and one ragkeep server for the whole run.
+
+Each test makes its own users, so tests stay independent while sharing the (slow to start)
+database and embedding model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from ragkeep.db.database import start_embedded
+from ragkeep.config import Settings
+from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, ServerThread, TestUser, login, make_settings, register
+
+
+@pytest.fixture(scope="session")
+def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("pg")
+    settings = make_settings(home, None)
+    url, server = start_embedded(settings)
+    yield url
+    server.stop()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def settings(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return make_settings(tmp_path_factory.mktemp("home"), pg_url)
+
+
+@pytest.fixture(scope="session")
+def server(settings: Settings) -> Iterator[ServerThread]:
+    logging.getLogger("ragkeep").setLevel(logging.INFO)
+    srv = ServerThread(settings).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def base_url(server: ServerThread) -> str:
+    return server.base_url
+
+
+@pytest.fixture(scope="session")
+def admin(base_url: str) -> Iterator[httpx.Client]:
+    client = login(base_url, ADMIN_EMAIL, ADMIN_PASSWORD)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def make_user(base_url: str) -> Iterator:
+    made: list[TestUser] = []
+
+    def _make(prefix: str = "user") -> TestUser:
+        user = register(base_url, prefix)
+        made.append(user)
+        return user
+
+    yield _make
+    for u in made:
+        u.client.close()
