@@ -27,6 +27,7 @@ CORPUS: dict[str, str] = {f"topic:{k}": v for k, v in topics.items()} | {f"licen
 # Prose with real paragraphs and sentences, whether or not the licences are installed.
 PROSE = "\n\n".join(LICENCES.values()) or "\n\n".join(topics.values())
 WORD = re.compile(r"\S+")
+CJK_STOP = re.compile(r"[\u3002\uff01\uff1f]")
 SIZES = [(800, 100), (300, 60), (120, 0), (200, 150), (50, 10)]
 
 
@@ -50,8 +51,8 @@ def check(text: str, chunk_size: int, overlap: int) -> list[tuple[int, int]]:
         else:
             assert b - c <= overlap
             assert text[c - 1].isspace() or _in_long_word(text, c, chunk_size), "overlap starts at a word"
-        if not text[b].isspace():  # a cut inside a word happens only for words longer than a chunk
-            assert _in_long_word(text, b, chunk_size) or text[b - 1] in "\u3002\uff01\uff1f"
+        if not text[b].isspace():  # a cut inside a word: a word longer than a chunk or CJK
+            assert _in_long_word(text, b, chunk_size) or CJK_STOP.search(text, max(b - 5, 0), b)
     _check_words_covered(text, spans, chunk_size)
     return spans
 
@@ -65,10 +66,13 @@ def _in_long_word(text: str, pos: int, chunk_size: int) -> bool:
 
 
 def _check_words_covered(text: str, spans: list[tuple[int, int]], chunk_size: int) -> None:
-    """Every word that fits in a chunk lies whole inside at least one chunk."""
+    """Every word that fits in a chunk lies whole inside at least one chunk.
+
+    CJK text has no spaces, so a CJK full stop inside a "word" is a sentence end to cut at.
+    """
     i = 0
     for m in WORD.finditer(text):
-        if len(m.group()) > chunk_size:
+        if len(m.group()) > chunk_size or CJK_STOP.search(m.group()[:-1]):
             continue
         while i < len(spans) and spans[i][1] < m.end():
             i += 1

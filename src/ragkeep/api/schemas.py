@@ -178,6 +178,11 @@ class SearchRequest(BaseModel):
     search_mode: Literal["basic", "advanced", "custom"] = "custom"
     search_settings: SearchSettings = Field(default_factory=SearchSettings)
 
+    @field_validator("search_settings", mode="before")
+    @classmethod
+    def _null_means_defaults(cls, v: object) -> object:
+        return {} if v is None else v  # R2R's SDK sends null when no settings are given
+
     @field_validator("query")
     @classmethod
     def _storable(cls, v: str) -> str:

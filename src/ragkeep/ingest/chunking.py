@@ -27,7 +27,7 @@ _BLANK_LINES = re.compile(r"\n[^\S\n]*\n\s*")
 # whitespace, or a CJK full stop, which no space follows.
 _LAST_SENTENCE_END = re.compile(
     r".*(?:[.!?\u2026][\"'\u201d\u2019\u00bb)\]]*(?=\s)"
-    r"|[\u3002\uff01\uff1f][\"'\u201d\u2019\u300d\u300f)\]]*(?=.))",
+    r"|[\u3002\uff01\uff1f][\u201d\u2019\u300d\u300f\u3011\u300b\uff09)\]]*(?=.))",
     re.DOTALL,
 )
 _LAST_WORD_END = re.compile(r".*\S(?=\s)", re.DOTALL)

@@ -198,8 +198,12 @@ def _parse_md(data: bytes) -> tuple[str, str | None]:
 
 # --- html ---------------------------------------------------------------------------------
 
-_PARA = "\ue000"  # private-use sentinels, stripped from the input first
+# Private-use sentinels for breaks, stripped from the input first. <br> is kept apart from
+# the edges of line-level tags: two <br> in a row mean a blank line, </li><li> does not.
+_PARA = "\ue000"
 _LINE = "\ue001"
+_BR = "\ue002"
+_SENTINELS = _PARA + _LINE + _BR
 _DROP_TAGS = [
     "script", "style", "nav", "noscript", "template", "svg", "iframe",
     "object", "embed", "canvas", "title", "meta", "link", "base",
@@ -211,12 +215,12 @@ _BLOCK_TAGS = [
     "section", "summary", "table", "ul",
 ]  # fmt: skip
 _LINE_TAGS = ["li", "dt", "dd", "tr", "option"]
-_SENTINEL_RUN = re.compile(f"[ {_PARA}{_LINE}]*[{_PARA}{_LINE}][ {_PARA}{_LINE}]*")
+_SENTINEL_RUN = re.compile(f"[ {_SENTINELS}]*[{_SENTINELS}][ {_SENTINELS}]*")
 
 
 def _html_breaks(match: re.Match[str]) -> str:
     run = match.group()
-    return "\n\n" if _PARA in run or run.count(_LINE) > 1 else "\n"
+    return "\n\n" if _PARA in run or run.count(_BR) > 1 else "\n"
 
 
 def _parse_html(data: bytes) -> tuple[str, str | None]:
@@ -230,7 +234,7 @@ def _parse_html(data: bytes) -> tuple[str, str | None]:
         markup = data
     try:
         if isinstance(markup, str):
-            markup = markup.replace(_PARA, "").replace(_LINE, "")
+            markup = re.sub(f"[{_SENTINELS}]", "", markup)
         soup = BeautifulSoup(markup, "html.parser")
         title = soup.title.get_text() if soup.title else None
         if not _clean_title(title):
@@ -241,9 +245,9 @@ def _parse_html(data: bytes) -> tuple[str, str | None]:
         for pre in soup.find_all(["pre", "textarea"]):
             for s in pre.find_all(string=True):
                 if type(s) is NavigableString:
-                    s.replace_with(s.replace("\n", _LINE))
+                    s.replace_with(s.replace("\n", _BR))
         for br in soup.find_all("br"):
-            br.replace_with(_LINE)
+            br.replace_with(_BR)
         for tag in soup.find_all(_BLOCK_TAGS):
             tag.insert_before(_PARA)
             tag.insert_after(_PARA)

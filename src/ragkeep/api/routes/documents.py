@@ -239,5 +239,5 @@ async def list_document_chunks(
     for r in rows:
         vec = r.pop("embedding", None)
         r.pop("chunk_order", None)
-        out.append(ChunkOut(**r, vector=vec.tolist() if vec is not None else None))
+        out.append(ChunkOut(**r, vector=vec.to_list() if vec is not None else None))
     return PaginatedResults(results=out, total_entries=total)
