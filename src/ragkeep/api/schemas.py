@@ -155,6 +155,26 @@ class ChunkOut(BaseModel):
 # -- retrieval --------------------------------------------------------------------------------
 
 
+class HybridSettings(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    full_text_weight: float = Field(1.0, ge=0, le=1000)
+    semantic_weight: float = Field(5.0, ge=0, le=1000)
+    full_text_limit: int = Field(200, ge=1, le=10_000)
+    rrf_k: int = Field(50, ge=0, le=10_000)
+
+
+class ChunkSettings(BaseModel):
+    """R2R's chunk_settings. ``ef_search`` and ``probes`` are honoured once ragkeep manages indices."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    index_measure: str = "cosine_distance"
+    probes: int = Field(10, ge=1, le=10_000)
+    ef_search: int = Field(40, ge=1, le=1000)
+    enabled: bool = True
+
+
 class SearchSettings(BaseModel):
     """R2R's search_settings; fields R2R accepts that do not apply here are accepted and ignored."""
 
@@ -169,6 +189,17 @@ class SearchSettings(BaseModel):
     include_metadatas: bool = True
     include_scores: bool = True
     search_strategy: str = "vanilla"
+    hybrid_settings: HybridSettings = Field(default_factory=HybridSettings)
+    chunk_settings: ChunkSettings = Field(default_factory=ChunkSettings)
+
+    @classmethod
+    def for_mode(cls, mode: str, given: SearchSettings) -> SearchSettings:
+        """R2R's rule: ``basic`` and ``advanced`` start from their defaults, then the fields the
+        caller set win; ``custom`` takes the caller's settings as they are."""
+        if mode == "custom":
+            return given
+        base = {"basic": {}, "advanced": {"use_fulltext_search": True, "use_hybrid_search": True}}[mode]
+        return cls.model_validate({**base, **given.model_dump(exclude_unset=True)})
 
 
 class SearchRequest(BaseModel):

@@ -23,7 +23,7 @@ from ragkeep.ingest.pipeline import (
     TextSource,
     Upload,
 )
-from ragkeep.search.semantic import Scope
+from ragkeep.search.scope import Scope
 from ragkeep.text import json_problem, text_problem
 
 router = APIRouter(prefix="/v3/documents", tags=["documents"])

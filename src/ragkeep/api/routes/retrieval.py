@@ -1,47 +1,75 @@
-"""``POST /v3/retrieval/search``: semantic search within what the caller may read."""
+"""``POST /v3/retrieval/search``: semantic, full-text or hybrid search within what the caller may read."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import APIRouter
 
 from ragkeep.api.deps import PrincipalDep, ServicesDep
 from ragkeep.api.errors import ApiError
-from ragkeep.api.schemas import AggregateSearchResult, ChunkSearchResult, Results, SearchRequest
+from ragkeep.api.schemas import AggregateSearchResult, ChunkSearchResult, Results, SearchRequest, SearchSettings
 from ragkeep.search.filters import FilterError, compile_filters
-from ragkeep.search.semantic import Scope, semantic_search
+from ragkeep.search.queries import Kind
+from ragkeep.search.scope import Scope
+from ragkeep.search.service import HybridParams, run_search
 
 router = APIRouter(prefix="/v3/retrieval", tags=["retrieval"])
 
 
-@router.post("/search", response_model=Results[AggregateSearchResult])
-async def search(body: SearchRequest, principal: PrincipalDep, services: ServicesDep) -> Results[AggregateSearchResult]:
-    settings = body.search_settings
+def search_kind(settings: SearchSettings) -> Kind:
+    """R2R's precedence: hybrid when asked or when both kinds are on; then full-text; then semantic."""
+    if settings.use_hybrid_search or (settings.use_fulltext_search and settings.use_semantic_search):
+        return Kind.HYBRID
+    if settings.use_fulltext_search:
+        return Kind.FULL_TEXT
+    if settings.use_semantic_search:
+        return Kind.SEMANTIC
+    raise ApiError(422, "search_settings: at least one of use_semantic_search or use_fulltext_search must be true")
+
+
+def result_out(row: dict[str, Any], settings: SearchSettings) -> ChunkSearchResult:
+    metadata = row["metadata"] if settings.include_metadatas else {}
+    if "semantic_rank" in row:
+        metadata = {**metadata, "semantic_rank": row["semantic_rank"], "full_text_rank": row["full_text_rank"]}
+    return ChunkSearchResult(
+        id=row["id"],
+        document_id=row["document_id"],
+        owner_id=row["owner_id"],
+        collection_ids=row["collection_ids"],
+        score=float(row["score"]) if settings.include_scores else None,
+        text=row["text"],
+        metadata=metadata,
+    )
+
+
+async def search_chunks(body: SearchRequest, principal: PrincipalDep, services: ServicesDep) -> list[ChunkSearchResult]:
+    settings = SearchSettings.for_mode(body.search_mode, body.search_settings)
+    kind = search_kind(settings)
+    if not settings.chunk_settings.enabled:
+        return []
     try:
         filters = compile_filters(settings.filters)
     except FilterError as e:
         raise ApiError(422, str(e), path=e.path) from None
-    if settings.use_fulltext_search or settings.use_hybrid_search or not settings.use_semantic_search:
-        raise ApiError(422, "search_settings: only semantic search is available in this version")
-    vector = await services.embedder.embed_query(body.query)
+    vector = await services.embedder.embed_query(body.query) if kind is not Kind.FULL_TEXT else None
+    h = settings.hybrid_settings
     async with services.db.pool.connection() as conn:
-        rows = await semantic_search(
+        rows = await run_search(
             conn,
+            kind,
             Scope.for_principal(principal),
-            vector,
             filters,
             limit=settings.limit,
             offset=settings.offset,
+            query_text=body.query,
+            query_vector=vector,
+            hybrid=HybridParams(h.full_text_weight, h.semantic_weight, h.full_text_limit, h.rrf_k),
         )
-    results = [
-        ChunkSearchResult(
-            id=r["id"],
-            document_id=r["document_id"],
-            owner_id=r["owner_id"],
-            collection_ids=r["collection_ids"],
-            score=float(r["score"]) if settings.include_scores else None,
-            text=r["text"],
-            metadata=r["metadata"] if settings.include_metadatas else {},
-        )
-        for r in rows
-    ]
+    return [result_out(r, settings) for r in rows]
+
+
+@router.post("/search", response_model=Results[AggregateSearchResult])
+async def search(body: SearchRequest, principal: PrincipalDep, services: ServicesDep) -> Results[AggregateSearchResult]:
+    results = await search_chunks(body, principal, services)
     return Results(results=AggregateSearchResult(chunk_search_results=results, graph_search_results=[]))

@@ -1,0 +1,92 @@
+"""The search SQL: built in one place from (kind, scope, filters, strategy).
+
+The caller's filters are ANDed inside the scope clause, so no ``$or`` can widen what a tenant
+reads. Each strategy has its own SQL text, so a prepared statement's cached generic plan for one
+is never reused for another (PostgreSQL keys plans by text, not by session settings).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from psycopg import sql
+
+from ragkeep.search.filters import CompiledFilter
+from ragkeep.search.scope import Scope
+
+
+class Strategy(enum.Enum):
+    #: Compute every distance in scope: recall 1.0, cost linear in the scope's size.
+    EXACT = "exact"
+    #: Let PostgreSQL use a vector index (approximate).
+    INDEX = "index"
+
+
+class Kind(enum.Enum):
+    SEMANTIC = "semantic"
+    FULL_TEXT = "full_text"
+    HYBRID = "hybrid"
+
+
+COLUMNS = sql.SQL("c.id, c.document_id, c.owner_id, c.collection_ids, c.text, c.metadata")
+DISTANCE = sql.SQL("c.embedding <=> %(q)s::vector")
+TSQUERY = sql.SQL("websearch_to_tsquery('english', %(text)s)")
+
+
+def _order_by_distance(strategy: Strategy) -> sql.Composable:
+    # "+ 0" makes the sort key an expression no vector index can serve: an exact scan by construction.
+    return DISTANCE if strategy is Strategy.INDEX else sql.SQL("({}) + 0").format(DISTANCE)
+
+
+def _where(scope: Scope, filters: CompiledFilter) -> tuple[sql.Composable, dict[str, Any]]:
+    scope_sql, params = scope.clause("c")
+    return sql.SQL("{} AND {}").format(scope_sql, filters.clause), {**params, **filters.params}
+
+
+def build_search_sql(
+    kind: Kind, scope: Scope, filters: CompiledFilter, strategy: Strategy = Strategy.EXACT
+) -> tuple[sql.Composable, dict[str, Any]]:
+    """The query and its scope/filter parameters.
+
+    The caller adds: ``q`` (query vector) for semantic and hybrid, ``text`` for full-text and
+    hybrid, ``limit``/``offset``, and for hybrid ``semantic_limit``, ``full_text_limit``,
+    ``rrf_k``, ``semantic_weight``, ``full_text_weight``.
+    """
+    where, params = _where(scope, filters)
+    if kind is Kind.SEMANTIC:
+        query = sql.SQL(
+            "SELECT {cols}, 1 - ({distance}) AS score FROM chunks c WHERE {where} "
+            "ORDER BY {order} LIMIT %(limit)s OFFSET %(offset)s"
+        ).format(cols=COLUMNS, distance=DISTANCE, where=where, order=_order_by_distance(strategy))
+    elif kind is Kind.FULL_TEXT:
+        query = sql.SQL(
+            "SELECT {cols}, ts_rank(c.tsv, {tsq}) AS score FROM chunks c WHERE {where} AND c.tsv @@ {tsq} "
+            "ORDER BY score DESC, c.id LIMIT %(limit)s OFFSET %(offset)s"
+        ).format(cols=COLUMNS, tsq=TSQUERY, where=where)
+    else:
+        # Reciprocal rank fusion as R2R computes it: a chunk missing from one list takes that
+        # list's limit as its rank; the score is the weighted mean of 1 / (rrf_k + rank).
+        query = sql.SQL(
+            """WITH semantic AS (
+                   SELECT c.owner_id, c.id, row_number() OVER (ORDER BY {order}) AS rank
+                   FROM chunks c WHERE {where} ORDER BY {order} LIMIT %(semantic_limit)s
+               ), full_text AS (
+                   SELECT c.owner_id, c.id,
+                          row_number() OVER (ORDER BY ts_rank(c.tsv, {tsq}) DESC, c.id) AS rank
+                   FROM chunks c WHERE {where} AND c.tsv @@ {tsq}
+                   ORDER BY ts_rank(c.tsv, {tsq}) DESC, c.id LIMIT %(full_text_limit)s
+               ), fused AS (
+                   SELECT coalesce(s.owner_id, f.owner_id) AS owner_id, coalesce(s.id, f.id) AS id,
+                          coalesce(s.rank, %(semantic_limit)s) AS semantic_rank,
+                          coalesce(f.rank, %(full_text_limit)s) AS full_text_rank
+                   FROM semantic s FULL OUTER JOIN full_text f ON s.owner_id = f.owner_id AND s.id = f.id
+               )
+               SELECT {cols}, fused.semantic_rank, fused.full_text_rank,
+                      (%(semantic_weight)s / (%(rrf_k)s + fused.semantic_rank)
+                       + %(full_text_weight)s / (%(rrf_k)s + fused.full_text_rank))
+                      / (%(semantic_weight)s + %(full_text_weight)s) AS score
+               FROM fused JOIN chunks c ON c.owner_id = fused.owner_id AND c.id = fused.id
+               ORDER BY score DESC, c.id LIMIT %(limit)s OFFSET %(offset)s"""
+        ).format(cols=COLUMNS, order=_order_by_distance(strategy), tsq=TSQUERY, where=where)
+    return query, params

@@ -1,0 +1,42 @@
+"""The rows a caller may read. Tenant isolation is this clause, not a filter the caller sends."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import sql
+
+from ragkeep.auth.users import Principal
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Everything (superuser), or the caller's own rows plus their collections'."""
+
+    owner_id: uuid.UUID | None
+    collection_ids: tuple[uuid.UUID, ...] = ()
+
+    @classmethod
+    def for_principal(cls, principal: Principal) -> Scope:
+        if principal.is_superuser:
+            return cls(owner_id=None)
+        return cls(owner_id=principal.id, collection_ids=principal.collection_ids)
+
+    @property
+    def is_single_owner(self) -> bool:
+        return self.owner_id is not None and not self.collection_ids
+
+    def clause(self, alias: str = "c") -> tuple[sql.Composable, dict[str, Any]]:
+        """SQL for ``alias`` (a chunks or documents row) and its parameters."""
+        if self.owner_id is None:
+            return sql.SQL("TRUE"), {}
+        owner = sql.SQL("{} = %(scope_owner)s").format(sql.Identifier(alias, "owner_id"))
+        if not self.collection_ids:
+            return owner, {"scope_owner": self.owner_id}
+        shared = sql.SQL("{} && %(scope_collections)s::uuid[]").format(sql.Identifier(alias, "collection_ids"))
+        return (
+            sql.SQL("({} OR {})").format(owner, shared),
+            {"scope_owner": self.owner_id, "scope_collections": list(self.collection_ids)},
+        )
