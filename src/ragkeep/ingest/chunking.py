@@ -10,8 +10,9 @@ Every chunk is a verbatim slice of the input (see :func:`chunk_spans`), so a chu
 mapped back to its character offsets, and the next chunk starts at a word boundary within
 the last ``overlap`` characters of the previous one, giving the embedder some context.
 
-Boundaries are found by greedy regular expressions that scan one window per chunk from its
-end backwards, so the cost is linear in the length of the text, whatever the text.
+Blank lines are found in one pass; sentence and word ends by greedy regular expressions that
+scan one window per chunk from its end backwards. The cost is linear in the length of the
+text whatever the text: no pattern can rescan a run of characters from each of its positions.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ def chunk_spans(text: str, chunk_size: int = 800, overlap: int = 100) -> list[tu
     if first is None:
         return []
     text_end = len(text.rstrip())
-    # Starts of blank lines, found once: far fewer than characters, and a window scan
-    # backwards for them costs more than the whole search.
+    # Blank lines are far fewer than characters: one pass over the text costs less than
+    # scanning every window backwards for them.
     blank_lines = [m.start() for m in _BLANK_LINES.finditer(text)]
 
     def cut(start: int, new: int) -> int | None:

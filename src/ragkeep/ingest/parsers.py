@@ -18,6 +18,13 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+import docx
+from bs4 import BeautifulSoup, CData, NavigableString, Tag, UnicodeDammit
+from bs4.element import PreformattedString
+from docx.text.paragraph import Paragraph
+from pypdf import PdfReader
+from pypdf.errors import DependencyError
+
 __all__ = [
     "SUPPORTED_TYPES",
     "DocumentParseError",
@@ -62,6 +69,11 @@ class DocumentParseError(ValueError):
 
 @dataclass(frozen=True)
 class ParsedDocument:
+    """Normalised text ready for :func:`~ragkeep.ingest.chunking.chunk_text`.
+
+    ``title`` is None only when the file has no heading or metadata title and no name.
+    """
+
     text: str
     document_type: str
     title: str | None
@@ -114,8 +126,7 @@ def detect_type(filename: str | None, content_type: str | None) -> str:
 # --- normalisation ------------------------------------------------------------------------
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_TRAILING_SPACE = re.compile(r"[^\S\n]+$", re.MULTILINE)
-_BLANK_RUN = re.compile(r"\n{3,}")
+_BLANK_RUN = re.compile(r"\n\n\n+")  # a literal prefix: much faster to find than \n{3,}
 _SPACE_RUN = re.compile(r"\s+")
 
 
@@ -129,7 +140,9 @@ def _normalise(text: str) -> str:
     text = text.replace("\x00", "")
     text = _SURROGATE.sub("\ufffd", text)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _TRAILING_SPACE.sub("", text)
+    # Per line rather than with [^\S\n]+$, which rescans a long run of spaces that is not at
+    # a line end from each of its characters: quadratic time on a hostile file.
+    text = "\n".join(line.rstrip() for line in text.split("\n"))
     text = _BLANK_RUN.sub("\n\n", text)
     return text.strip()
 
@@ -149,11 +162,11 @@ def _detail(exc: BaseException) -> str:
 # --- text ---------------------------------------------------------------------------------
 
 _BOMS = (
-    (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16 LE: it starts with the same two bytes
-    (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF32_LE, "utf-32-le"),  # before UTF-16 LE: it starts with the same two bytes
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
 )
 
 
@@ -162,18 +175,19 @@ def _decode(data: bytes) -> str:
 
     Guessing a legacy code page would silently store mojibake that no search can find.
     """
-    encoding = next((enc for bom, enc in _BOMS if data.startswith(bom)), "utf-8")
+    bom, encoding = next(((b, e) for b, e in _BOMS if data.startswith(b)), (b"", "utf-8"))
     try:
-        return data.decode(encoding)
+        return data[len(bom) :].decode(encoding)
     except UnicodeDecodeError as e:
-        name = {"utf-8-sig": "UTF-8"}.get(encoding, encoding.upper())
+        offset = len(bom) + e.start
+        name = encoding.upper().removesuffix("-LE").removesuffix("-BE")
         raise DocumentParseError(
-            f"the file is not valid {name} text (invalid byte 0x{data[e.start]:02x} at offset "
-            f"{e.start}); save it as UTF-8 (or UTF-16 with a byte-order mark) and upload it again"
+            f"the file is not valid {name} text (invalid byte 0x{data[offset]:02x} at offset "
+            f"{offset}); save it as UTF-8 (or UTF-16 with a byte-order mark) and upload it again"
         ) from None
 
 
-_ATX_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
+_ATX_HEADING = re.compile(r" {0,3}#{1,6}[ \t]+(.*)")
 _FENCE = re.compile(r"^ {0,3}(```|~~~)")
 
 
@@ -183,7 +197,12 @@ def _markdown_title(text: str) -> str | None:
         if _FENCE.match(line):
             in_fence = not in_fence
         elif not in_fence and (m := _ATX_HEADING.match(line)):
-            return m.group(1)
+            heading = m.group(1).rstrip()
+            closed = heading.rstrip("#")  # an optional closing sequence: "## Title ##"
+            if closed != heading and (not closed or closed[-1] in " \t"):
+                heading = closed.rstrip()
+            if heading:
+                return heading
     return None
 
 
@@ -203,19 +222,26 @@ def _parse_md(data: bytes) -> tuple[str, str | None]:
 _PARA = "\ue000"
 _LINE = "\ue001"
 _BR = "\ue002"
-_SENTINELS = _PARA + _LINE + _BR
-_DROP_TAGS = [
+_SENTINELS = re.compile("[\ue000-\ue002]")
+_DROP_TAGS = frozenset({
     "script", "style", "nav", "noscript", "template", "svg", "iframe",
     "object", "embed", "canvas", "title", "meta", "link", "base",
-]  # fmt: skip
+})  # fmt: skip
 _BLOCK_TAGS = [
     "address", "article", "aside", "blockquote", "body", "caption", "details", "dialog",
     "div", "dl", "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3",
     "h4", "h5", "h6", "header", "hgroup", "hr", "html", "main", "ol", "p", "pre",
     "section", "summary", "table", "ul",
 ]  # fmt: skip
-_LINE_TAGS = ["li", "dt", "dd", "tr", "option"]
-_SENTINEL_RUN = re.compile(f"[ {_SENTINELS}]*[{_SENTINELS}][ {_SENTINELS}]*")
+#: What a tag puts around its text; a space keeps adjacent table cells' words apart.
+_TAG_BREAKS = (
+    dict.fromkeys(_BLOCK_TAGS, _PARA)
+    | dict.fromkeys(["li", "dt", "dd", "tr", "option"], _LINE)
+    | {"td": " ", "th": " "}
+)
+_PRE_TAGS = ("pre", "textarea")  # their line breaks are content
+_SPACES = re.compile(" {2,}")
+_SENTINEL_RUN = re.compile("[ \ue000-\ue002]*[\ue000-\ue002][ \ue000-\ue002]*")
 
 
 def _html_breaks(match: re.Match[str]) -> str:
@@ -223,50 +249,71 @@ def _html_breaks(match: re.Match[str]) -> str:
     return "\n\n" if _PARA in run or run.count(_BR) > 1 else "\n"
 
 
-def _parse_html(data: bytes) -> tuple[str, str | None]:
-    from bs4 import BeautifulSoup, NavigableString
+def _html_text(root: Any) -> str:
+    """Visible text with block structure, in one pass over the tree.
 
+    Iterative, and without modifying the tree: BeautifulSoup's insert/decompose are linear
+    in the number of siblings or descendants, which makes them quadratic on large pages.
+    """
+    out: list[str] = []
+    in_pre = 0
+    stack: list[tuple[Any, str | None]] = [(root, None)]
+    while stack:
+        node, closing = stack.pop()
+        if closing is not None:  # leaving a tag
+            out.append(closing)
+            if node.name in _PRE_TAGS:
+                in_pre -= 1
+        elif isinstance(node, Tag):
+            if node.name in _DROP_TAGS:
+                continue
+            if node.name == "br":
+                out.append(_BR)
+                continue
+            brk = _TAG_BREAKS.get(node.name)
+            if brk is not None and brk != " ":
+                out.append(brk)
+            if node.name in _PRE_TAGS:
+                in_pre += 1
+            if brk is not None or node.name in _PRE_TAGS:
+                stack.append((node, brk or ""))
+            stack.extend((child, None) for child in reversed(node.contents))
+        elif isinstance(node, NavigableString) and (
+            not isinstance(node, PreformattedString) or isinstance(node, CData)
+        ):  # not a comment, doctype, declaration or processing instruction
+            text = str(node)
+            out.append(_SPACE_RUN.sub(" ", text.replace("\n", _BR) if in_pre else text))
+    # Spaces first: a long run of them before no sentinel would make the next regex quadratic.
+    return _SENTINEL_RUN.sub(_html_breaks, _SPACES.sub(" ", "".join(out)))
+
+
+def _parse_html(data: bytes) -> tuple[str, str | None]:
     try:
-        markup: str | bytes = _decode(data)
+        markup = _decode(data)
     except DocumentParseError:
-        # Legacy pages declare their charset in <meta>; BeautifulSoup honours it and
+        # Legacy pages declare their charset in <meta>; UnicodeDammit honours it and
         # otherwise falls back to windows-1252, as browsers do.
-        markup = data
+        markup = UnicodeDammit(data, is_html=True).unicode_markup
+        if markup is None:
+            raise
     try:
-        if isinstance(markup, str):
-            markup = re.sub(f"[{_SENTINELS}]", "", markup)
-        soup = BeautifulSoup(markup, "html.parser")
+        # lxml, not html.parser: the standard library's parser is quadratic on some malformed
+        # input (repeated "</": 4.5 s for 80 KB on Python 3.11.7), an easy way to stall a worker.
+        soup = BeautifulSoup(_SENTINELS.sub("", markup), "lxml")
         title = soup.title.get_text() if soup.title else None
         if not _clean_title(title):
             heading = soup.find(["h1", "h2", "h3", "h4", "h5", "h6"])
             title = heading.get_text(" ") if heading else None
-        for tag in soup.find_all(_DROP_TAGS):
-            tag.decompose()
-        for pre in soup.find_all(["pre", "textarea"]):
-            for s in pre.find_all(string=True):
-                if type(s) is NavigableString:
-                    s.replace_with(s.replace("\n", _BR))
-        for br in soup.find_all("br"):
-            br.replace_with(_BR)
-        for tag in soup.find_all(_BLOCK_TAGS):
-            tag.insert_before(_PARA)
-            tag.insert_after(_PARA)
-        for tag in soup.find_all(_LINE_TAGS):
-            tag.insert_before(_LINE)
-            tag.insert_after(_LINE)
-        for tag in soup.find_all(["td", "th"]):
-            tag.insert_after(" ")  # so adjacent cells do not glue their words together
-        text = _SPACE_RUN.sub(" ", soup.get_text())
-    except Exception as e:  # html.parser is lenient; this is for pathological input
+        return _html_text(soup), title
+    except Exception as e:  # the parser is lenient; this is for pathological input
         raise DocumentParseError(f"the HTML could not be parsed: {_detail(e)}") from e
-    return _SENTINEL_RUN.sub(_html_breaks, text), title
 
 
 # --- json ---------------------------------------------------------------------------------
 
 
 def _json_scalar(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+    return value.strip() if isinstance(value, str) else json.dumps(value)
 
 
 def _json_lines(path: str, value: Any) -> Iterator[str]:
@@ -357,27 +404,30 @@ def _parse_tsv(data: bytes) -> tuple[str, str | None]:
 # --- pdf ----------------------------------------------------------------------------------
 
 
-def _parse_pdf(data: bytes) -> tuple[str, str | None]:
-    from pypdf import PdfReader
-    from pypdf.errors import DependencyError
+def _pdf_dependency(e: DependencyError) -> DocumentParseError:
+    # pypdf decrypts RC4 by itself but needs the `cryptography` package for AES, which for
+    # AES-128 it reaches only when the first string is decrypted, i.e. while extracting text.
+    if "AES" in str(e):
+        return DocumentParseError(
+            "the PDF is encrypted with AES, which this server cannot decrypt; "
+            "remove the encryption and upload it again"
+        )
+    return DocumentParseError(f"the PDF uses a feature this server cannot read: {_detail(e)}")
 
+
+def _parse_pdf(data: bytes) -> tuple[str, str | None]:
     try:
         reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted:
-            try:
-                decrypted = reader.decrypt("")  # owner-only protection opens with no password
-            except DependencyError:
-                raise DocumentParseError(
-                    "the PDF is encrypted with AES, which this server cannot decrypt; "
-                    "remove the encryption and upload it again"
-                ) from None
-            if not decrypted:
-                raise DocumentParseError(
-                    "the PDF is password-protected; remove the password and upload it again"
-                )
+        # Owner-only protection (printing, copying...) opens with the empty user password.
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise DocumentParseError(
+                "the PDF is password-protected; remove the password and upload it again"
+            )
         pages = list(reader.pages)
     except DocumentParseError:
         raise
+    except DependencyError as e:
+        raise _pdf_dependency(e) from None
     except Exception as e:
         raise DocumentParseError(
             f"the file could not be read as a PDF (it may be corrupted or not a PDF): {_detail(e)}"
@@ -387,6 +437,8 @@ def _parse_pdf(data: bytes) -> tuple[str, str | None]:
     for number, page in enumerate(pages, 1):
         try:
             texts.append((page.extract_text() or "").strip())
+        except DependencyError as e:
+            raise _pdf_dependency(e) from None
         except Exception as e:
             raise DocumentParseError(
                 f"page {number} of the PDF could not be read (it may be corrupted): {_detail(e)}"
@@ -409,15 +461,13 @@ def _parse_pdf(data: bytes) -> tuple[str, str | None]:
 
 def _docx_blocks(container: Any, title: list[str]) -> Iterator[str]:
     """Paragraphs and table rows in document order (headers, footers and text boxes are skipped)."""
-    from docx.text.paragraph import Paragraph
-
     for item in container.iter_inner_content():
         if isinstance(item, Paragraph):
             text = item.text.strip()
             if not text:
                 continue
             if not title:
-                style = item.style.name if item.style is not None else ""
+                style = (item.style.name if item.style is not None else None) or ""
                 if style == "Title" or style.startswith("Heading"):
                     title.append(text)
             yield text
@@ -436,8 +486,6 @@ def _docx_blocks(container: Any, title: list[str]) -> Iterator[str]:
 
 
 def _parse_docx(data: bytes) -> tuple[str, str | None]:
-    import docx
-
     try:
         document = docx.Document(io.BytesIO(data))
     except Exception as e:
@@ -449,7 +497,9 @@ def _parse_docx(data: bytes) -> tuple[str, str | None]:
     try:
         text = "\n\n".join(_docx_blocks(document, heading))
     except Exception as e:
-        raise DocumentParseError(f"the .docx document could not be read (it may be corrupted): {_detail(e)}") from e
+        raise DocumentParseError(
+            f"the .docx document could not be read (it may be corrupted): {_detail(e)}"
+        ) from e
     try:
         metadata_title = document.core_properties.title
     except Exception:
@@ -478,10 +528,11 @@ def parse_document(
     Raises :class:`UnsupportedDocumentType` or :class:`DocumentParseError`.
     """
     document_type = detect_type(filename, content_type)
-    if not data.strip():
+    if not data:
         raise DocumentParseError("document contains no text (the file is empty)")
     raw, title = _PARSERS[document_type](data)
     text = _normalise(raw)
     if not text:
         raise DocumentParseError("document contains no text")
-    return ParsedDocument(text=text, document_type=document_type, title=_clean_title(title) or _stem(filename))
+    title = _clean_title(title) or _clean_title(_stem(filename))
+    return ParsedDocument(text=text, document_type=document_type, title=title)
