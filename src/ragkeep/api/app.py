@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await ingestor.drain()
         finally:
             await db.close()
-            embedder.close()
+            await embedder.aclose()
 
     app = FastAPI(title="ragkeep", version=__version__, lifespan=lifespan)
     errors.install(app)

