@@ -1,6 +1,7 @@
 """Versioned schema migrations, applied at start-up by whichever replica gets there first.
 
-Migrations are the numbered ``migrations/NNNN_*.sql`` files. ``schema_version`` records the ones
+Migrations are the numbered ``migrations/NNNN_*.sql`` files; ``{dimension}`` in them stands for
+the embedding model's dimension. ``schema_version`` records the ones
 applied; a database newer than this code is a refusal to start (an older binary would write rows
 the newer schema does not expect), not a crash half-way through a query.
 """
@@ -138,7 +139,8 @@ def migrate(conn: psycopg.Connection, dimension: int, model_name: str) -> int:
             if m.version <= version:
                 continue
             log.info("applying migration %04d_%s", m.version, m.name)
-            conn.execute(sql.SQL(m.text).format(dimension=sql.Literal(int(dimension))))  # type: ignore[arg-type]
+            # The one substitution: the model's dimension, an int, into vector(...) column types.
+            conn.execute(m.text.replace("{dimension}", str(int(dimension))).encode())
             conn.execute(
                 "INSERT INTO schema_version (version, name) VALUES (%s, %s)", (m.version, m.name)
             )
