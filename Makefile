@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+R2R_CLIENT := r2r==3.6.6
 
 .PHONY: run test install bench clean
 
@@ -11,8 +12,10 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # Reinstall only when the project's metadata changes: fast when already installed.
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@# R2R's client for the compatibility tests; --no-deps: its package pins an old server stack.
+	$(BIN)/python -m pip install --quiet --no-deps $(R2R_CLIENT)
 	touch $(STAMP)
 
 install: $(STAMP)
