@@ -190,7 +190,7 @@ def test_corrupt_pdf_fails_cleanly(make_user) -> None:
         ({"chunks": '[{"text": "ok", "embedding": ["a"]}]'}, 422, "chunks[0].embedding"),
         ({"chunks": '["fine", "lone \\ud800 surrogate"]'}, 422, "invalid Unicode"),
         ({"raw_text": "text", "metadata": '{"a": "nul \\u0000 byte"}'}, 422, "NUL"),
-        ({"raw_text": "text", "collection_ids": json.dumps([str(uuid.uuid4())])}, 404, "no such collection"),
+        ({"raw_text": "text", "collection_ids": json.dumps([str(uuid.uuid4())])}, 404, "collection_ids: collection"),
     ],
 )
 def test_bad_input_is_4xx_naming_the_field(make_user, kwargs, status, words) -> None:

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from ragkeep import __version__
 from ragkeep.api import errors
-from ragkeep.api.routes import documents, health, retrieval, users
+from ragkeep.api.routes import chunks, collections, documents, health, indices, retrieval, users
 from ragkeep.api.services import Services
 from ragkeep.auth.tokens import TokenIssuer, load_or_create_secret
 from ragkeep.auth.users import ensure_admin
@@ -52,6 +52,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="ragkeep", version=__version__, lifespan=lifespan)
     errors.install(app)
-    for module in (health, users, documents, retrieval):
+    for module in (health, users, documents, chunks, retrieval, collections, indices):
         app.include_router(module.router)
     return app

@@ -34,6 +34,7 @@ async def optional_principal(
     """The caller, None when no credentials were sent; wrong credentials are always a 401."""
     if not api_key and bearer is None:
         return None
+    token_id: str | None = None
     async with services.db.pool.connection() as conn:
         if api_key:
             user_id = await verify_api_key(conn, api_key)
@@ -42,12 +43,13 @@ async def optional_principal(
         else:
             assert bearer is not None
             try:
-                user_id, _ = services.tokens.decode(bearer.credentials, "access")
+                user_id, claims = services.tokens.decode(bearer.credentials, "access")
             except InvalidToken as e:
                 raise ApiError(401, str(e)) from e
-        principal = await load_principal(conn, user_id)
+            token_id = claims["jti"]
+        principal = await load_principal(conn, user_id, token_id=token_id)
     if principal is None:
-        raise ApiError(401, "the user of these credentials no longer exists or is inactive")
+        raise ApiError(401, "these credentials were revoked (logged out), or their user is gone or inactive; log in again")
     return principal
 
 

@@ -112,6 +112,24 @@ class ApiKeyInfo(BaseModel):
     description: str | None = None
 
 
+# -- collections ------------------------------------------------------------------------------
+
+
+class CollectionOut(BaseModel):
+    """R2R's ``CollectionResponse``; ragkeep builds no graphs, so both graph statuses stay pending."""
+
+    id: uuid.UUID
+    owner_id: uuid.UUID | None
+    name: str
+    description: str | None
+    graph_cluster_status: str = "pending"
+    graph_sync_status: str = "pending"
+    created_at: datetime
+    updated_at: datetime
+    user_count: int
+    document_count: int
+
+
 # -- documents --------------------------------------------------------------------------------
 
 

@@ -87,7 +87,7 @@ def ensure_extensions(conn: psycopg.Connection) -> list[str]:
     return warnings
 
 
-def current_version(conn: psycopg.Connection) -> int:
+def applied_versions(conn: psycopg.Connection) -> set[int]:
     conn.execute(
         """CREATE TABLE IF NOT EXISTS schema_version (
                version     integer PRIMARY KEY,
@@ -95,8 +95,7 @@ def current_version(conn: psycopg.Connection) -> int:
                applied_at  timestamptz NOT NULL DEFAULT now()
            )"""
     )
-    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
-    return int(row[0]) if row else 0
+    return {int(r[0]) for r in conn.execute("SELECT version FROM schema_version").fetchall()}
 
 
 def embedding_dimension_in_db(conn: psycopg.Connection) -> int | None:
@@ -113,11 +112,14 @@ def migrate(conn: psycopg.Connection, dimension: int, model_name: str) -> int:
     latest = migrations[-1].version
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
-        version = current_version(conn)
-        if version > latest:
+        applied = applied_versions(conn)
+        version = max(applied, default=0)
+        unknown = applied - {m.version for m in migrations}
+        if unknown:
             raise SchemaError(
-                f"the database schema is version {version}, newer than this ragkeep ({latest}). "
-                "Upgrade ragkeep, or point it at another database; refusing to start."
+                f"the database schema is version {version}, newer than this ragkeep ({latest}): it has "
+                f"migrations {sorted(unknown)} this code does not know. Upgrade ragkeep, or point it at "
+                "another database; refusing to start."
             )
         existing = embedding_dimension_in_db(conn)
         if existing is not None and existing != dimension:
@@ -135,8 +137,8 @@ def migrate(conn: psycopg.Connection, dimension: int, model_name: str) -> int:
                     f"'{model_name}'; their vectors are not comparable. Configure '{row[0]}' again, or "
                     "use a new database."
                 )
-        for m in migrations:
-            if m.version <= version:
+        for m in migrations:  # every missing one, so a migration merged late is not skipped
+            if m.version in applied:
                 continue
             log.info("applying migration %04d_%s", m.version, m.name)
             # The one substitution: the model's dimension, an int, into vector(...) column types.

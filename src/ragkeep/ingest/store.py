@@ -17,6 +17,13 @@ DOCUMENT_COLUMNS = (
     "d.content_hash, d.ingestion_status, d.error, d.chunk_count, d.created_at, d.updated_at"
 )
 TERMINAL_STATUSES = ("success", "failed")
+CHUNK_COLUMNS = "c.id, c.document_id, c.owner_id, c.collection_ids, c.text, c.metadata"
+#: The alias a filter for :func:`delete_documents_where` is compiled for (``compile_filters(f, alias=...)``).
+DOCUMENT_FILTER_ALIAS = "x"
+
+
+class DocumentBusy(Exception):
+    """The document is still being ingested; its chunks are not all written yet."""
 
 
 class DuplicateDocument(Exception):
@@ -201,3 +208,183 @@ async def fail_interrupted(conn: psycopg.AsyncConnection, older_than_minutes: in
         (older_than_minutes,),
     )
     return cur.rowcount
+
+
+# -- changing documents -------------------------------------------------------------------------
+
+# A chunk's metadata is its document's metadata merged with the chunk's own (which wins). When the
+# document's metadata changes, each chunk keeps the keys it holds with a value other than the old
+# document's (its own), and takes everything else from the new document metadata.
+_REBASE_CHUNK_METADATA = """
+    UPDATE chunks c SET metadata = %(new)s::jsonb || coalesce(
+        (SELECT jsonb_object_agg(e.key, e.value) FROM jsonb_each(c.metadata) AS e(key, value)
+         WHERE (%(old)s::jsonb -> e.key) IS DISTINCT FROM e.value),
+        '{}'::jsonb)
+    WHERE c.owner_id = %(owner)s AND c.document_id = %(doc)s
+"""
+
+
+async def update_document_metadata(
+    conn: psycopg.AsyncConnection,
+    owner_id: uuid.UUID,
+    document_id: uuid.UUID,
+    updates: Sequence[dict[str, Any]],
+    *,
+    replace: bool,
+) -> dict[str, Any] | None:
+    """Merge ``updates`` (in order) into the metadata, or replace it with their merge; the chunks
+    follow in the same transaction, so search filters see the change at once. None if no such
+    document; DocumentBusy while it is being ingested."""
+    async with conn.transaction():
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                "SELECT metadata, ingestion_status FROM documents WHERE owner_id = %s AND id = %s FOR UPDATE",
+                (owner_id, document_id),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            if row["ingestion_status"] not in TERMINAL_STATUSES:
+                raise DocumentBusy(f"document {document_id} is still being ingested ({row['ingestion_status']})")
+            old: dict[str, Any] = row["metadata"]
+            new: dict[str, Any] = {} if replace else dict(old)
+            for item in updates:
+                new.update(item)
+            await cur.execute(
+                "UPDATE documents SET metadata = %s, updated_at = now() WHERE owner_id = %s AND id = %s",
+                (Jsonb(new), owner_id, document_id),
+            )
+            await cur.execute(
+                _REBASE_CHUNK_METADATA, {"new": Jsonb(new), "old": Jsonb(old), "owner": owner_id, "doc": document_id}
+            )
+            await cur.execute(
+                f"SELECT {DOCUMENT_COLUMNS} FROM documents d WHERE d.owner_id = %s AND d.id = %s", (owner_id, document_id)
+            )
+            return await cur.fetchone()
+
+
+async def delete_documents_where(
+    conn: psycopg.AsyncConnection,
+    owner_id: uuid.UUID | None,
+    filter_clause: sql.Composable,
+    filter_params: dict[str, Any],
+) -> list[uuid.UUID]:
+    """Delete the documents (and by cascade their chunks) matching a filter compiled for
+    ``DOCUMENT_FILTER_ALIAS``; only ``owner_id``'s when given. Returns the deleted ids.
+
+    The filter sees a document as: ``id`` and ``document_id`` (its id), ``owner_id``,
+    ``collection_ids``, ``created_at``, and ``metadata``, which is the document's metadata over a
+    default ``document_type`` key (the column's value), as in R2R's chunk metadata.
+    """
+    owner = sql.SQL("d.owner_id = %(delete_owner)s") if owner_id is not None else sql.SQL("TRUE")
+    query = sql.SQL(
+        """DELETE FROM documents t
+           USING (SELECT {x}.owner_id, {x}.id FROM (
+                      SELECT d.owner_id, d.id, d.id AS document_id, d.collection_ids, d.created_at,
+                             jsonb_build_object('document_type', d.document_type) || d.metadata AS metadata
+                      FROM documents d WHERE {owner}) AS {x}
+                  WHERE {filter}) AS m
+           WHERE t.owner_id = m.owner_id AND t.id = m.id
+           RETURNING t.id"""
+    ).format(x=sql.Identifier(DOCUMENT_FILTER_ALIAS), owner=owner, filter=filter_clause)
+    params = {**filter_params, "delete_owner": owner_id}
+    async with conn.transaction():
+        cur = await conn.execute(query, params)
+        return [r[0] for r in await cur.fetchall()]
+
+
+async def document_collections(
+    conn: psycopg.AsyncConnection,
+    collection_ids: Sequence[uuid.UUID],
+    *,
+    limit: int,
+    offset: int,
+) -> tuple[list[dict[str, Any]], int]:
+    """The collections among ``collection_ids``, newest first, with their member and document counts."""
+    ids = list(collection_ids)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """SELECT c.id, c.owner_id, c.name, c.description, c.created_at, c.updated_at,
+                      (SELECT count(*) FROM collection_users cu WHERE cu.collection_id = c.id) AS user_count,
+                      (SELECT count(*) FROM documents d WHERE d.collection_ids @> ARRAY[c.id]) AS document_count
+               FROM collections c WHERE c.id = ANY(%(ids)s::uuid[])
+               ORDER BY c.created_at DESC, c.id LIMIT %(limit)s OFFSET %(offset)s""",
+            {"ids": ids, "limit": limit, "offset": offset},
+        )
+        rows = await cur.fetchall()
+        await cur.execute("SELECT count(*) AS n FROM collections WHERE id = ANY(%s::uuid[])", (ids,))
+        total = int((await cur.fetchone() or {"n": 0})["n"])
+    return rows, total
+
+
+# -- chunks by id ---------------------------------------------------------------------------------
+
+
+async def get_chunk(
+    conn: psycopg.AsyncConnection,
+    chunk_id: uuid.UUID,
+    scope_clause: sql.Composable,
+    scope_params: dict[str, Any],
+    *,
+    include_vectors: bool = False,
+) -> dict[str, Any] | None:
+    """The chunk with this id that the scope (a clause over alias ``c``) lets the caller read."""
+    cols = CHUNK_COLUMNS + (", c.embedding" if include_vectors else "")
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            sql.SQL("SELECT {cols} FROM chunks c WHERE c.id = %(chunk_id)s AND {scope} ORDER BY c.owner_id LIMIT 1").format(
+                cols=sql.SQL(cols), scope=scope_clause
+            ),
+            {**scope_params, "chunk_id": chunk_id},
+        )
+        return await cur.fetchone()
+
+
+async def update_chunk(
+    conn: psycopg.AsyncConnection,
+    owner_id: uuid.UUID,
+    chunk_id: uuid.UUID,
+    *,
+    text: str | None,
+    metadata: dict[str, Any] | None,
+    embedding: np.ndarray | None,
+) -> dict[str, Any] | None:
+    """Set what is given (text with its embedding, metadata); the tsvector follows the text by itself."""
+    if (text is None) != (embedding is None):
+        raise ValueError("new text and its embedding go together")
+    async with conn.transaction():
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                f"""UPDATE chunks c SET text = coalesce(%(text)s, c.text),
+                           metadata = coalesce(%(metadata)s, c.metadata),
+                           embedding = coalesce(%(embedding)s::vector, c.embedding)
+                    WHERE c.owner_id = %(owner)s AND c.id = %(id)s
+                    RETURNING {CHUNK_COLUMNS}""",
+                {
+                    "text": text,
+                    "metadata": Jsonb(metadata) if metadata is not None else None,
+                    "embedding": embedding,
+                    "owner": owner_id,
+                    "id": chunk_id,
+                },
+            )
+            row = await cur.fetchone()
+            if row is not None:
+                await cur.execute(
+                    "UPDATE documents SET updated_at = now() WHERE owner_id = %s AND id = %s",
+                    (owner_id, row["document_id"]),
+                )
+    return row
+
+
+async def delete_chunk(conn: psycopg.AsyncConnection, owner_id: uuid.UUID, chunk_id: uuid.UUID) -> bool:
+    """Delete one chunk and count it out of its document, in one statement."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            """WITH gone AS (DELETE FROM chunks WHERE owner_id = %(owner)s AND id = %(id)s RETURNING document_id)
+               UPDATE documents d SET chunk_count = d.chunk_count - 1, updated_at = now()
+               FROM gone WHERE d.owner_id = %(owner)s AND d.id = gone.document_id
+               RETURNING d.id""",
+            {"owner": owner_id, "id": chunk_id},
+        )
+        return await cur.fetchone() is not None

@@ -1,17 +1,32 @@
-"""``/v3/documents``: upload (file, raw text or chunks), list, get, delete, list chunks."""
+"""``/v3/documents``: upload (file, raw text or chunks), list, get, search, change metadata, delete
+(one, or by filter), list chunks and collections."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from ragkeep.api.deps import PrincipalDep, ServicesDep
 from ragkeep.api.errors import ApiError
-from ragkeep.api.schemas import ChunkOut, DocumentOut, GenericBoolean, IngestionOut, PaginatedResults, Results
+from ragkeep.api.routes.retrieval import search_chunks, search_kind
+from ragkeep.api.schemas import (
+    CollectionOut,
+    ChunkOut,
+    DocumentOut,
+    GenericBoolean,
+    IngestionOut,
+    PaginatedResults,
+    Results,
+    SearchRequest,
+    SearchSettings,
+)
+from ragkeep.auth import collections as coll
 from ragkeep.auth.users import Principal
 from ragkeep.ingest import store
 from ragkeep.ingest.parsers import UnsupportedDocumentType, detect_type
@@ -23,12 +38,16 @@ from ragkeep.ingest.pipeline import (
     TextSource,
     Upload,
 )
+from ragkeep.search import chunks as chunk_listing
+from ragkeep.search.filters import CompiledFilter, FilterError, compile_filters
 from ragkeep.search.scope import Scope
 from ragkeep.text import json_problem, text_problem
 
 router = APIRouter(prefix="/v3/documents", tags=["documents"])
 
 MAX_CHUNKS_PER_DOCUMENT = 100_000
+#: Document search reads ranked chunks in growing windows up to this many.
+MAX_DOCUMENT_SEARCH_WINDOW = 20_000
 
 
 def _json_field(name: str, raw: str | None, kind: type) -> Any:
@@ -80,19 +99,15 @@ def _chunks(raw: str) -> list[ChunkInput]:
 
 
 async def _check_collections(services: ServicesDep, principal: Principal, ids: list[uuid.UUID]) -> None:
-    """Documents may be placed only in collections the caller belongs to (any, for a superuser)."""
-    if not ids:
-        return
+    """The same rule as ``POST /v3/collections/{id}/documents/{document_id}``: putting a document
+    in a collection changes the collection, which only its owner (or a superuser) may do."""
     async with services.db.pool.connection() as conn:
-        cur = await conn.execute("SELECT id FROM collections WHERE id = ANY(%s)", (ids,))
-        found = {r[0] for r in await cur.fetchall()}
-    missing = [str(i) for i in ids if i not in found]
-    if missing:
-        raise ApiError(404, f"collection_ids: no such collection {', '.join(missing)}")
-    if not principal.is_superuser:
-        denied = [str(i) for i in ids if i not in principal.collection_ids]
-        if denied:
-            raise ApiError(403, f"collection_ids: you are not a member of collection {', '.join(denied)}")
+        for cid in ids:
+            try:
+                await coll.authorize(conn, principal, cid, "manage")
+            except coll.CollectionError as e:
+                status = 404 if isinstance(e, coll.NotFound) else 403
+                raise ApiError(status, f"collection_ids: {e.message}") from None
 
 
 @router.post("", response_model=Results[IngestionOut], status_code=201)
@@ -177,6 +192,45 @@ def _document_out(row: dict[str, Any]) -> DocumentOut:
     return DocumentOut(**{k: v for k, v in row.items() if k != "content_hash"})
 
 
+def chunk_out(row: dict[str, Any]) -> ChunkOut:
+    vec = row.get("embedding")
+    return ChunkOut(
+        id=row["id"],
+        document_id=row["document_id"],
+        owner_id=row["owner_id"],
+        collection_ids=row["collection_ids"],
+        text=row["text"],
+        metadata=row["metadata"],
+        vector=vec.to_list() if vec is not None else None,
+    )
+
+
+# -- filters given as query parameters (R2R's SDK sends JSON text) --------------------------------
+
+
+def _compile(name: str, value: dict[str, Any], alias: str) -> CompiledFilter:
+    """Compile, reporting errors under the parameter's own name (``metadata_filter.topic.$xx``)."""
+    try:
+        return compile_filters(value, alias=alias)
+    except FilterError as e:
+        path = name + e.path[len("filters"):] if e.path.startswith("filters") else e.path
+        raise ApiError(422, f"{path}: {e.message}", path=path) from None
+
+
+def query_filters(given: dict[str, str | None], alias: str = "c") -> CompiledFilter:
+    """Parse and AND the JSON filters given as query parameters (``{name: raw JSON or None}``)."""
+    parsed = {}
+    for name, raw in given.items():
+        value = _json_field(name, raw, dict)
+        if value:
+            _compile(name, value, alias)  # errors name the parameter they came from
+            parsed[name] = value
+    if not parsed:
+        return compile_filters(None)
+    values = list(parsed.values())
+    return compile_filters(values[0] if len(values) == 1 else {"$and": values}, alias=alias)
+
+
 async def _visible_document(services: ServicesDep, principal: Principal, document_id: uuid.UUID) -> dict[str, Any]:
     """The document if the caller may read it; 404 otherwise, so existence does not leak."""
     async with services.db.pool.connection() as conn:
@@ -190,6 +244,14 @@ async def _visible_document(services: ServicesDep, principal: Principal, documen
     return row
 
 
+async def _owned_document(services: ServicesDep, principal: Principal, document_id: uuid.UUID, action: str) -> dict[str, Any]:
+    """The document if the caller may change it: 404 if they cannot even read it, 403 if they only read it."""
+    row = await _visible_document(services, principal, document_id)
+    if row["owner_id"] != principal.id and not principal.is_superuser:
+        raise ApiError(403, f"only the document's owner or a superuser may {action} it")
+    return row
+
+
 @router.get("", response_model=PaginatedResults[list[DocumentOut]])
 async def list_documents(
     principal: PrincipalDep,
@@ -197,11 +259,145 @@ async def list_documents(
     ids: Annotated[list[uuid.UUID] | None, Query()] = None,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    owner_only: bool = False,
+    include_summary_embeddings: bool = False,  # R2R's; ragkeep makes no document summaries
 ) -> PaginatedResults[list[DocumentOut]]:
-    scope_sql, scope_params = Scope.for_principal(principal).clause("d")
+    scope = Scope(owner_id=principal.id) if owner_only else Scope.for_principal(principal)
+    scope_sql, scope_params = scope.clause("d")
     async with services.db.pool.connection() as conn:
         rows, total = await store.list_documents(conn, scope_sql, scope_params, ids=ids, limit=limit, offset=offset)
     return PaginatedResults(results=[_document_out(r) for r in rows], total_entries=total)
+
+
+@router.post("/search", response_model=Results[list[DocumentOut]])
+async def search_documents(body: SearchRequest, principal: PrincipalDep, services: ServicesDep) -> Results[list[DocumentOut]]:
+    """Documents ranked by their best chunk: the chunk search, grouped by document.
+
+    The ranked chunks are read in growing windows until enough distinct documents are found (or
+    the chunks run out, or MAX_DOCUMENT_SEARCH_WINDOW chunks were read), so a document ranks where
+    its best chunk does. (Hybrid scores are fused within the window read, as any hybrid page is.)
+    R2R's shape: the score goes in ``metadata.search_score``, the kind in ``metadata.search_type``.
+    """
+    settings = SearchSettings.for_mode(body.search_mode, body.search_settings)
+    kind = search_kind(settings)
+    wanted = settings.offset + settings.limit
+    window = min(max(4 * wanted, 100), MAX_DOCUMENT_SEARCH_WINDOW)
+    best: dict[uuid.UUID, float] = {}
+    while True:
+        inner = settings.model_copy(update={"limit": window, "offset": 0, "include_scores": True})
+        hits = await search_chunks(
+            SearchRequest.model_construct(query=body.query, search_mode="custom", search_settings=inner), principal, services
+        )
+        best = {}
+        for hit in hits:
+            best.setdefault(hit.document_id, float(hit.score or 0.0))
+        if len(best) >= wanted or len(hits) < window or window >= MAX_DOCUMENT_SEARCH_WINDOW:
+            break
+        window = min(window * 4, MAX_DOCUMENT_SEARCH_WINDOW)
+    page = list(best)[settings.offset : wanted]
+    if not page:
+        return Results(results=[])
+    scope_sql, scope_params = Scope.for_principal(principal).clause("d")
+    async with services.db.pool.connection() as conn:
+        rows, _ = await store.list_documents(conn, scope_sql, scope_params, ids=page, limit=len(page), offset=0)
+    by_id = {r["id"]: r for r in rows}
+    out = []
+    for doc_id in page:
+        row = by_id.get(doc_id)
+        if row is None:  # deleted since the chunk search
+            continue
+        metadata = dict(row["metadata"]) if settings.include_metadatas else {}
+        if settings.include_scores:
+            metadata["search_score"] = best[doc_id]
+        metadata["search_type"] = kind.value
+        out.append(_document_out({**row, "metadata": metadata}))
+    return Results(results=out)
+
+
+class DeleteByFilterOut(BaseModel):
+    success: bool
+    deleted_count: int
+
+
+async def _json_body(request: Request, name: str) -> Any:
+    """The request body as JSON whatever its content type: R2R's SDK sends these bodies as JSON text
+    with none, which FastAPI's strict content-type check would not parse. None when empty."""
+    raw = await request.body()
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ApiError(422, f"{name}: the body is not valid JSON ({e})") from None
+
+
+def _json_body_doc(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "description": description, "content": {"application/json": {"schema": schema}}}}
+
+
+def _check_delete_filter(node: Any, path: str) -> None:
+    """Refuse what would delete more than the caller can mean: empty objects anywhere (they match
+    every document), and ``id``/``chunk_id`` (in R2R they name chunks; here use ``document_id``)."""
+    if not isinstance(node, dict):
+        return  # the compiler names the problem
+    if not node:
+        raise ApiError(
+            422,
+            f"{path}: an empty filter matches every document; give at least one condition "
+            "(delete documents one by one with DELETE /v3/documents/{id})",
+            path=path,
+        )
+    for key, value in node.items():
+        if key in ("$and", "$or") and isinstance(value, list):
+            for i, item in enumerate(value):
+                _check_delete_filter(item, f"{path}.{key}[{i}]")
+        elif key in ("id", "chunk_id"):
+            raise ApiError(
+                422,
+                f"{path}.{key}: documents are deleted by document fields; use 'document_id' "
+                "(delete a chunk with DELETE /v3/chunks/{id})",
+                path=f"{path}.{key}",
+            )
+
+
+@router.delete(
+    "/by-filter",
+    response_model=Results[DeleteByFilterOut],
+    openapi_extra=_json_body_doc("the filters object", {"type": "object"}),
+)
+async def delete_documents_by_filter(
+    request: Request,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    filters: Annotated[str | None, Query(description="the filters as JSON, when not sent as the body")] = None,
+) -> Results[DeleteByFilterOut]:
+    """Delete the caller's documents matching the filters (any owner's, for a superuser).
+
+    The body is the filters object (R2R's SDK sends it as JSON text without a content type; a
+    JSON string holding the object is accepted too). Filter fields: ``document_id``, ``owner_id``,
+    ``collection_ids``, ``created_at``, ``document_type`` and metadata keys.
+    """
+    body = await _json_body(request, "filters")
+    if body is not None and filters is not None:
+        raise ApiError(422, "filters: give the filters either as the body or as the 'filters' query parameter, not both")
+    value: Any = body
+    if value is None:
+        if filters is None:
+            raise ApiError(422, "filters: required; send the filters object as the request body")
+        value = filters
+    if isinstance(value, str):
+        value = _json_field("filters", value, dict)
+    if not isinstance(value, dict):
+        raise ApiError(422, "filters: expected a JSON object of field conditions")
+    if problem := json_problem(value):
+        raise ApiError(422, f"filters: {problem}")
+    _check_delete_filter(value, "filters")
+    compiled = _compile("filters", value, store.DOCUMENT_FILTER_ALIAS)
+    async with services.db.pool.connection() as conn:
+        deleted = await store.delete_documents_where(
+            conn, None if principal.is_superuser else principal.id, compiled.clause, compiled.params
+        )
+    return Results(results=DeleteByFilterOut(success=True, deleted_count=len(deleted)))
 
 
 @router.get("/{document_id}", response_model=Results[DocumentOut])
@@ -213,12 +409,60 @@ async def get_document(document_id: uuid.UUID, principal: PrincipalDep, services
 async def delete_document(
     document_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep
 ) -> Results[GenericBoolean]:
-    row = await _visible_document(services, principal, document_id)
-    if row["owner_id"] != principal.id and not principal.is_superuser:
-        raise ApiError(403, "only the document's owner or a superuser may delete it")
+    row = await _owned_document(services, principal, document_id, "delete")
     async with services.db.pool.connection() as conn:
         await store.delete_document(conn, row["owner_id"], document_id)
     return Results(results=GenericBoolean(success=True))
+
+
+def _metadata_items(value: Any) -> list[dict[str, Any]]:
+    """R2R's body: a list of objects, merged in order (a single object is accepted as a list of one)."""
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        raise ApiError(422, "metadata: expected a JSON array of objects")
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise ApiError(422, f"metadata[{i}]: expected an object")
+        if problem := json_problem(item):
+            raise ApiError(422, f"metadata[{i}]: {problem}")
+    return value
+
+
+async def _set_metadata(
+    document_id: uuid.UUID, body: Any, principal: Principal, services: ServicesDep, *, replace: bool
+) -> Results[DocumentOut]:
+    items = _metadata_items(body)
+    row = await _owned_document(services, principal, document_id, "change")
+    async with services.db.pool.connection() as conn:
+        try:
+            updated = await store.update_document_metadata(conn, row["owner_id"], document_id, items, replace=replace)
+        except store.DocumentBusy as e:
+            raise ApiError(409, f"{e}; change its metadata when ingestion has finished") from None
+    if updated is None:
+        raise ApiError(404, f"document {document_id} not found")
+    return Results(results=_document_out(updated))
+
+
+_METADATA_BODY = _json_body_doc("metadata objects, merged in order", {"type": "array", "items": {"type": "object"}})
+
+
+@router.patch("/{document_id}/metadata", response_model=Results[DocumentOut], openapi_extra=_METADATA_BODY)
+async def append_metadata(
+    document_id: uuid.UUID, request: Request, principal: PrincipalDep, services: ServicesDep
+) -> Results[DocumentOut]:
+    """Merge the given objects into the document's metadata (and its chunks')."""
+    body = await _json_body(request, "metadata")
+    return await _set_metadata(document_id, body, principal, services, replace=False)
+
+
+@router.put("/{document_id}/metadata", response_model=Results[DocumentOut], openapi_extra=_METADATA_BODY)
+async def replace_metadata(
+    document_id: uuid.UUID, request: Request, principal: PrincipalDep, services: ServicesDep
+) -> Results[DocumentOut]:
+    """Replace the document's metadata with the given objects merged (its chunks keep their own keys)."""
+    body = await _json_body(request, "metadata")
+    return await _set_metadata(document_id, body, principal, services, replace=True)
 
 
 @router.get("/{document_id}/chunks", response_model=PaginatedResults[list[ChunkOut]])
@@ -229,15 +473,39 @@ async def list_document_chunks(
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     include_vectors: bool = False,
+    metadata_filter: Annotated[str | None, Query(description="filters (JSON) on the chunks")] = None,
+    filters: Annotated[str | None, Query(description="filters (JSON) on the chunks")] = None,
 ) -> PaginatedResults[list[ChunkOut]]:
     row = await _visible_document(services, principal, document_id)
+    compiled = query_filters({"filters": filters, "metadata_filter": metadata_filter})
     async with services.db.pool.connection() as conn:
-        rows, total = await store.list_chunks(
-            conn, row["owner_id"], document_id, limit=limit, offset=offset, include_vectors=include_vectors
+        rows, total = await chunk_listing.list_chunks(
+            conn,
+            Scope.for_principal(principal),
+            compiled,
+            limit=limit,
+            offset=offset,
+            include_vectors=include_vectors,
+            document=(row["owner_id"], document_id),
         )
-    out = []
-    for r in rows:
-        vec = r.pop("embedding", None)
-        r.pop("chunk_order", None)
-        out.append(ChunkOut(**r, vector=vec.to_list() if vec is not None else None))
-    return PaginatedResults(results=out, total_entries=total)
+    return PaginatedResults(results=[chunk_out(r) for r in rows], total_entries=total)
+
+
+@router.get("/{document_id}/collections", response_model=PaginatedResults[list[CollectionOut]])
+async def list_document_collections(
+    document_id: uuid.UUID,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> PaginatedResults[list[CollectionOut]]:
+    """The collections holding the document, newest first. Its owner and superusers see them all;
+    a member reading it through a collection sees only the collections they belong to."""
+    row = await _visible_document(services, principal, document_id)
+    ids = list(row["collection_ids"])
+    if not (principal.is_superuser or row["owner_id"] == principal.id):
+        mine = set(principal.collection_ids)
+        ids = [c for c in ids if c in mine]
+    async with services.db.pool.connection() as conn:
+        rows, total = await store.document_collections(conn, ids, limit=limit, offset=offset)
+    return PaginatedResults(results=[CollectionOut(**r) for r in rows], total_entries=total)

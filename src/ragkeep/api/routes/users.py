@@ -1,33 +1,54 @@
-"""``/v3/users``: registration, log-in, tokens, the caller's profile and API keys."""
+"""``/v3/users``: registration, log-in, tokens, profiles, administration, API keys and limits.
+
+A user's collections (``/v3/users/{id}/collections``) are served by ``routes.collections``.
+"""
 
 from __future__ import annotations
 
+import re
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Form
+from fastapi import APIRouter, Body, Depends, Form, Query
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ragkeep.api.deps import PrincipalDep, ServicesDep, optional_principal
+from ragkeep.api.deps import PrincipalDep, ServicesDep, SuperuserDep, optional_principal
 from ragkeep.api.errors import ApiError
 from ragkeep.api.schemas import (
     ApiKeyCreate,
     ApiKeyInfo,
     ApiKeyOut,
     GenericBoolean,
+    GenericMessage,
+    PaginatedResults,
     Results,
     Token,
     TokenPairOut,
     UserCreate,
     UserOut,
 )
-from ragkeep.auth import api_keys, users
+from ragkeep.auth import api_keys, tokens, users
+from ragkeep.auth.passwords import MIN_PASSWORD_LENGTH
 from ragkeep.auth.tokens import InvalidToken, TokenPair
-from ragkeep.auth.users import EmailTaken, Principal, User
+from ragkeep.auth.users import EmailTaken, LastSuperuser, Principal, User, UserUsage
+from ragkeep.text import json_problem, text_problem
 
 router = APIRouter(prefix="/v3/users", tags=["users"])
 
+_bearer = HTTPBearer(auto_error=False)
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
-def user_out(user: User) -> UserOut:
+#: R2R's defaults (``[app]`` and ``[database.limits]`` of its r2r.toml). ragkeep reports them, with
+#: each user's ``limits_overrides``, in ``GET /v3/users/{id}/limits``; enforcing them (and counting
+#: requests) comes with the quotas issue, which will make them configurable.
+DEFAULT_STORAGE_LIMITS = {"documents": 10_000, "chunks": 10_000_000, "collections": 5_000}
+DEFAULT_RATE_LIMITS = {"global_per_min": 60, "route_per_min": 20, "monthly_limit": 10_000}
+_OVERRIDE_KEYS = {"documents": "max_documents", "chunks": "max_chunks", "collections": "max_collections"}
+_INTEGER_OVERRIDES = frozenset(_OVERRIDE_KEYS.values()) | frozenset(DEFAULT_RATE_LIMITS)
+
+
+def user_out(user: User, usage: UserUsage | None = None) -> UserOut:
     return UserOut(
         id=user.id,
         email=user.email,
@@ -38,10 +59,23 @@ def user_out(user: User) -> UserOut:
         is_verified=user.is_verified,
         collection_ids=user.collection_ids,
         limits_overrides=user.limits_overrides,
+        metadata=user.metadata,
         name=user.name,
         bio=user.bio,
         profile_picture=user.profile_picture,
+        num_files=usage.num_files if usage else None,
+        total_size_in_bytes=usage.total_size_in_bytes if usage else None,
     )
+
+
+def visible_user_out(viewer: Principal, user: User) -> UserOut:
+    """A user as ``viewer`` may see them: in full for themselves or a superuser; otherwise (another
+    member of a shared collection) without their settings, and only with the collections both share."""
+    if viewer.is_superuser or viewer.id == user.id:
+        return user_out(user)
+    shared = [c for c in user.collection_ids if c in viewer.collection_ids]
+    out = user_out(user)
+    return out.model_copy(update={"collection_ids": shared, "limits_overrides": None, "metadata": None})
 
 
 def _pair_out(pair: TokenPair) -> TokenPairOut:
@@ -54,6 +88,127 @@ def _pair_out(pair: TokenPair) -> TokenPairOut:
 def _require_self_or_superuser(principal: Principal, user_id: uuid.UUID) -> None:
     if principal.id != user_id and not principal.is_superuser:
         raise ApiError(403, "you may only act on your own account")
+
+
+def _checked_text(v: str | None) -> str | None:
+    if v is not None and (problem := text_problem(v)):
+        raise ValueError(problem)
+    return v
+
+
+class UserUpdate(BaseModel):
+    """R2R's update body; absent or null fields are left as they are."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    email: str | None = Field(None, max_length=320)
+    is_superuser: bool | None = None
+    name: str | None = Field(None, max_length=200)
+    bio: str | None = Field(None, max_length=5000)
+    profile_picture: str | None = Field(None, max_length=2000)
+    limits_overrides: dict[str, Any] | None = None
+    #: Merged Stripe-style: a string sets a key, "" or null removes it, {} removes all.
+    metadata: dict[str, str | None] | None = None
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str | None) -> str | None:
+        if v is not None and not _EMAIL.match(v):
+            raise ValueError("not a valid email address")
+        return v.strip() if v is not None else v
+
+    @field_validator("name", "bio", "profile_picture")
+    @classmethod
+    def _storable(cls, v: str | None) -> str | None:
+        return _checked_text(v)
+
+    @field_validator("limits_overrides")
+    @classmethod
+    def _limits(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is None:
+            return v
+        if problem := json_problem(v):
+            raise ValueError(problem)
+        for key in _INTEGER_OVERRIDES & set(v):
+            value = v[key]
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"{key} must be a non-negative integer or null")
+        return v
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, v: dict[str, str | None] | None) -> dict[str, str | None] | None:
+        if v is None:
+            return v
+        if len(v) > 500:
+            raise ValueError("at most 500 keys")
+        for key, value in v.items():
+            if not key or len(key) > 200:
+                raise ValueError("keys must be 1 to 200 characters")
+            if len(value or "") > 5000:
+                raise ValueError(f"the value of {key!r} is longer than 5000 characters")
+        if problem := json_problem(v):
+            raise ValueError(problem)
+        return v
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=1024)
+
+    @field_validator("new_password")
+    @classmethod
+    def _storable(cls, v: str) -> str:
+        return _checked_text(v) or v
+
+
+class UserDelete(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    password: str | None = Field(None, max_length=1024)
+    #: R2R keeps a deleted user's chunks unless this is true; ragkeep always deletes them.
+    delete_vector_data: bool | None = None
+
+
+class UsageLimit(BaseModel):
+    used: int
+    limit: int
+    remaining: int
+
+
+class StorageLimits(BaseModel):
+    chunks: UsageLimit
+    documents: UsageLimit
+    collections: UsageLimit
+
+
+class RateLimits(BaseModel):
+    global_per_min: int
+    route_per_min: int | None
+    monthly_limit: int
+
+
+class RateUsage(BaseModel):
+    global_per_min: UsageLimit
+    monthly_limit: UsageLimit
+    routes: dict[str, Any] = {}
+
+
+class LimitsOut(BaseModel):
+    """R2R's ``LimitsResponse``."""
+
+    storage_limits: StorageLimits
+    system_defaults: RateLimits
+    user_overrides: dict[str, Any]
+    effective_limits: RateLimits
+    usage: RateUsage
+
+
+def _usage(limit: int, used: int) -> UsageLimit:
+    return UsageLimit(used=used, limit=limit, remaining=max(limit - used, 0))
+
+
+# -- registration, log-in and tokens ----------------------------------------------------------
 
 
 @router.post("", response_model=Results[UserOut], status_code=201)
@@ -73,6 +228,26 @@ async def register(
     return Results(results=user_out(user))
 
 
+@router.get("", response_model=PaginatedResults[list[UserOut]])
+async def list_users(
+    principal: SuperuserDep,
+    services: ServicesDep,
+    ids: Annotated[list[uuid.UUID] | None, Query()] = None,
+    email: Annotated[list[str] | None, Query()] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> PaginatedResults[list[UserOut]]:
+    """Every user, by email (superusers only); ``ids`` and ``email`` (exact, any case) filter."""
+    for e in email or []:
+        if len(e) > 320:
+            raise ApiError(422, "email: longer than 320 characters")
+        if problem := text_problem(e):
+            raise ApiError(422, f"email: {problem}")
+    async with services.db.pool.connection() as conn:
+        rows, total = await users.list_users(conn, ids=ids, emails=email, offset=offset, limit=limit)
+    return PaginatedResults(results=[user_out(u, usage) for u, usage in rows], total_entries=total)
+
+
 @router.post("/login", response_model=Results[TokenPairOut])
 async def login(
     services: ServicesDep, username: Annotated[str, Form()], password: Annotated[str, Form()]
@@ -81,21 +256,68 @@ async def login(
         user = await users.authenticate(conn, username, password)
     if user is None:
         raise ApiError(401, "incorrect email or password")
-    return Results(results=_pair_out(services.tokens.pair(user.id)))
+    return Results(results=_pair_out(services.tokens.pair(user.id, password_changed_at=user.password_changed_at)))
 
 
 @router.post("/refresh-token", response_model=Results[TokenPairOut])
 async def refresh_token(
     services: ServicesDep, refresh_token: Annotated[str, Body(min_length=1, max_length=4096)]
 ) -> Results[TokenPairOut]:
+    """A new token pair for a refresh token, which is used up: each one works once (as R2R).
+
+    Log-out does not end the refresh token (as R2R); changing the password does."""
     try:
-        user_id, _ = services.tokens.decode(refresh_token, "refresh")
+        subject, claims = services.tokens.decode(refresh_token, "refresh")
     except InvalidToken as e:
         raise ApiError(401, str(e)) from e
     async with services.db.pool.connection() as conn:
-        if await users.load_principal(conn, user_id) is None:
+        user = await users.get_user(conn, subject)
+        if user is None or not user.is_active:
             raise ApiError(401, "the user of this token no longer exists or is inactive")
-    return Results(results=_pair_out(services.tokens.pair(user_id)))
+        if not tokens.issued_under_current_password(claims, user.password_changed_at):
+            raise ApiError(401, "the password was changed after this token was issued; log in again")
+        if not await tokens.revoke(conn, subject):
+            raise ApiError(401, "this refresh token was already used; log in again")
+    pair = services.tokens.pair(user.id, password_changed_at=user.password_changed_at)
+    return Results(results=_pair_out(pair))
+
+
+@router.post("/logout", response_model=Results[GenericMessage])
+async def logout(
+    principal: PrincipalDep,
+    services: ServicesDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Results[GenericMessage]:
+    """Revoke the access token this request carries, on every replica, until it expires."""
+    if bearer is None:
+        raise ApiError(
+            400,
+            "logout revokes the bearer access token it is sent with; "
+            "an API key is revoked with DELETE /v3/users/{id}/api-keys/{key_id}",
+        )
+    try:
+        subject, _ = services.tokens.decode(bearer.credentials, "access")
+    except InvalidToken as e:
+        raise ApiError(401, str(e)) from e
+    if subject != principal.id:
+        raise ApiError(400, "the bearer token and the API key sent belong to different users")
+    async with services.db.pool.connection() as conn:
+        await tokens.revoke(conn, subject)
+    return Results(results=GenericMessage(message="Logged out successfully"))
+
+
+@router.post("/change-password", response_model=Results[GenericMessage])
+async def change_password(body: PasswordChange, principal: PrincipalDep, services: ServicesDep) -> Results[GenericMessage]:
+    """Needs the current password. Refresh tokens issued before stop working; access tokens
+    (this one included) keep working until they expire."""
+    async with services.db.pool.connection() as conn:
+        if not await users.check_password(conn, principal.id, body.current_password):
+            raise ApiError(400, "current_password: incorrect password")
+        await users.set_password(conn, principal.id, body.new_password)
+    return Results(results=GenericMessage(message="Password changed successfully"))
+
+
+# -- profiles ---------------------------------------------------------------------------------
 
 
 @router.get("/me", response_model=Results[UserOut])
@@ -114,6 +336,98 @@ async def get_user(user_id: uuid.UUID, principal: PrincipalDep, services: Servic
     if user is None:
         raise ApiError(404, f"user {user_id} not found")
     return Results(results=user_out(user))
+
+
+@router.post("/{user_id}", response_model=Results[UserOut])
+async def update_user(
+    user_id: uuid.UUID, body: UserUpdate, principal: PrincipalDep, services: ServicesDep
+) -> Results[UserOut]:
+    """Users update their own profile; superusers anyone's, and only they change ``is_superuser``
+    and ``limits_overrides``."""
+    if body.is_superuser is not None and not principal.is_superuser:
+        raise ApiError(403, "is_superuser: only a superuser may promote or demote users")
+    if body.limits_overrides is not None and not principal.is_superuser:
+        raise ApiError(403, "limits_overrides: only a superuser may change limits")
+    _require_self_or_superuser(principal, user_id)
+    changes = {
+        k: v
+        for k, v in body.model_dump(include=set(users.UPDATABLE)).items()
+        if v is not None
+    }
+    async with services.db.pool.connection() as conn:
+        try:
+            user = await users.update_user(conn, user_id, changes, body.metadata)
+        except EmailTaken:
+            raise ApiError(409, f"email: a user with email {body.email} already exists") from None
+        except LastSuperuser:
+            raise ApiError(409, "is_superuser: this is the last active superuser; promote another first") from None
+    if user is None:
+        raise ApiError(404, f"user {user_id} not found")
+    return Results(results=user_out(user))
+
+
+@router.delete("/{user_id}", response_model=Results[GenericBoolean])
+async def delete_user(
+    user_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep, body: UserDelete | None = None
+) -> Results[GenericBoolean]:
+    """Delete an account with its documents, chunks, API keys and the collections it owns.
+
+    Your own account needs your password (as R2R; a superuser too); a superuser deletes others' without."""
+    _require_self_or_superuser(principal, user_id)
+    body = body or UserDelete()
+    async with services.db.pool.connection() as conn:
+        if user_id == principal.id:
+            if not body.password:
+                raise ApiError(422, "password: required to delete your own account")
+            if not await users.check_password(conn, user_id, body.password):
+                raise ApiError(400, "password: incorrect password")
+        try:
+            deleted = await users.delete_user(conn, user_id)
+        except LastSuperuser:
+            raise ApiError(409, "this is the last active superuser; promote another before deleting it") from None
+    if not deleted:
+        raise ApiError(404, f"user {user_id} not found")
+    return Results(results=GenericBoolean(success=True))
+
+
+@router.get("/{user_id}/limits", response_model=Results[LimitsOut])
+async def get_limits(user_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep) -> Results[LimitsOut]:
+    """R2R's limits report: storage limits with what the user stores, and rate limits.
+
+    Not enforced yet, and requests are not counted yet (``used`` is 0): that is the quotas issue."""
+    _require_self_or_superuser(principal, user_id)
+    async with services.db.pool.connection() as conn:
+        user = await users.get_user(conn, user_id)
+        if user is None:
+            raise ApiError(404, f"user {user_id} not found")
+        used = await users.usage_counts(conn, user_id)
+    overrides = user.limits_overrides or {}
+
+    def effective(key: str, default: int) -> int:
+        value = overrides.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+    storage = {
+        kind: _usage(effective(_OVERRIDE_KEYS[kind], default), used[kind])
+        for kind, default in DEFAULT_STORAGE_LIMITS.items()
+    }
+    rates = {k: effective(k, v) for k, v in DEFAULT_RATE_LIMITS.items()}
+    return Results(
+        results=LimitsOut(
+            storage_limits=StorageLimits(**storage),
+            system_defaults=RateLimits(**DEFAULT_RATE_LIMITS),
+            user_overrides=overrides,
+            effective_limits=RateLimits(**rates),
+            usage=RateUsage(
+                global_per_min=_usage(rates["global_per_min"], 0),
+                monthly_limit=_usage(rates["monthly_limit"], 0),
+                routes={},
+            ),
+        )
+    )
+
+
+# -- API keys ---------------------------------------------------------------------------------
 
 
 @router.post("/{user_id}/api-keys", response_model=Results[ApiKeyOut])
