@@ -11,7 +11,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.texts import license_text, paragraphs, topic
+from tests.texts import license_text, paragraphs
 
 
 def make_pdf(text: str) -> bytes:

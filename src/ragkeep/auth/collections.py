@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from ragkeep.db.paging import fetch_page
 if TYPE_CHECKING:
     from ragkeep.auth.users import Principal
 
@@ -130,18 +131,16 @@ async def list_collections(
     if ids:
         where.append(sql.SQL("c.id = ANY(%(ids)s::uuid[])"))
         params["ids"] = list(ids)
-    cond = sql.SQL(" AND ").join(where) if where else sql.SQL("TRUE")
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            sql.SQL(
-                "SELECT {cols} FROM collections c WHERE {cond} ORDER BY c.created_at DESC, c.id "
-                "LIMIT %(limit)s OFFSET %(offset)s"
-            ).format(cols=_COLUMNS, cond=cond),
-            {**params, "limit": limit, "offset": offset},
-        )
-        rows = await cur.fetchall()
-        await cur.execute(sql.SQL("SELECT count(*) AS n FROM collections c WHERE {}").format(cond), params)
-        total = int((await cur.fetchone() or {"n": 0})["n"])
+    rows, total = await fetch_page(
+        conn,
+        columns=_COLUMNS,
+        from_=sql.SQL("collections c"),
+        where=sql.SQL(" AND ").join(where) if where else sql.SQL("TRUE"),
+        order_by=sql.SQL("c.created_at DESC, c.id"),
+        params=params,
+        limit=limit,
+        offset=offset,
+    )
     return [_shape(r) for r in rows], total
 
 

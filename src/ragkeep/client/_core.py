@@ -5,10 +5,13 @@ Namespaces describe a call as a :class:`Request`; the sync and async clients onl
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import mimetypes
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +22,9 @@ AuthMode = Literal["required", "optional", "none"]
 
 LOGIN_PATH = "/v3/users/login"
 REFRESH_PATH = "/v3/users/refresh-token"
+ME_PATH = "/v3/users/me"
+#: Stands for the caller's user id in a request path; the client fills it in when sending.
+CALLER = "{caller}"
 
 
 class RagkeepError(Exception):
@@ -52,6 +58,15 @@ class Request:
     auth: AuthMode = "required"
     #: The response carries a token pair (log-in, refresh) that the client should keep.
     stores_tokens: bool = False
+    #: Run on the session with the decoded result once the call succeeded (e.g. log-out forgets tokens).
+    on_success: Callable[[Session, JSON], None] | None = None
+
+    @property
+    def names_caller(self) -> bool:
+        return CALLER in self.path
+
+    def for_caller(self, user_id: str) -> Request:
+        return replace(self, path=self.path.replace(CALLER, user_id))
 
     @contextmanager
     def files(self) -> Iterator[list[tuple[str, tuple[str, Any, str]]] | None]:
@@ -119,6 +134,28 @@ class Session:
         self.password = password
         self.access_token: str | None = None
         self.refresh_token: str | None = None
+        #: (credential, user id) learnt from ``GET /v3/users/me`` when a token does not name its user.
+        self._caller: tuple[str, str] | None = None
+
+    def caller_id(self) -> str | None:
+        """The id of the user whose credentials are in use, if known without asking the server."""
+        if self.access_token:
+            subject = token_subject(self.access_token)
+            if subject:
+                return subject
+        credential = self.access_token or self.api_key
+        if self._caller and credential and self._caller[0] == credential:
+            return self._caller[1]
+        return None
+
+    def remember_caller(self, user_id: str) -> None:
+        credential = self.access_token or self.api_key
+        self._caller = (credential, user_id) if credential else None
+
+    def forget_tokens(self) -> None:
+        """Drop the tokens and the email/password (so they are not used to log in again)."""
+        self.access_token = self.refresh_token = None
+        self.email = self.password = None
 
     def headers(self, request: Request) -> dict[str, str]:
         if request.auth == "none":
@@ -173,8 +210,24 @@ class Session:
             self.refresh_token = pair["refresh_token"]["token"]
             if request.path == LOGIN_PATH and request.data:
                 self.email, self.password = request.data["username"], request.data["password"]
+        if request.on_success is not None:
+            request.on_success(self, result)
         return result
 
 
 def login_request(email: str, password: str) -> Request:
     return Request("POST", LOGIN_PATH, data={"username": email, "password": password}, auth="none", stores_tokens=True)
+
+
+def token_subject(token: str) -> str | None:
+    """The ``sub`` claim of a JWT, read without checking the signature (the server checks it);
+    used only to name the caller in a path. None when the token is not a readable JWT."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    sub = payload.get("sub") if isinstance(payload, dict) else None
+    return sub if isinstance(sub, str) and sub else None

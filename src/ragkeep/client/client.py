@@ -9,8 +9,8 @@ from typing import Any, Self
 
 import httpx
 
-from ragkeep.client._core import JSON, RagkeepError, Request, Session, unreachable
-from ragkeep.client.namespaces import Documents, Retrieval, Users
+from ragkeep.client._core import JSON, ME_PATH, RagkeepError, Request, Session, unreachable
+from ragkeep.client.namespaces import Chunks, Collections, Documents, Indices, Retrieval, System, Users
 
 DEFAULT_BASE_URL = "http://127.0.0.1:7272"
 
@@ -77,8 +77,12 @@ class Client(_Base):
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
         self._auth_lock = threading.Lock()
         self.users: Users[JSON] = Users(self)
+        self.collections: Collections[JSON] = Collections(self)
         self.documents: Documents[JSON] = Documents(self)
+        self.chunks: Chunks[JSON] = Chunks(self)
         self.retrieval: Retrieval[JSON] = Retrieval(self)
+        self.indices: Indices[JSON] = Indices(self)
+        self.system: System[JSON] = System(self)
         if email is not None and password is not None:
             try:
                 self.users.login(email, password)
@@ -87,8 +91,8 @@ class Client(_Base):
                 raise
 
     def health(self) -> JSON:
-        """``GET /v3/health`` (no credentials needed)."""
-        return self._send(Request("GET", "/v3/health", auth="none"))
+        """``GET /v3/health`` (no credentials needed); the same as ``client.system.health()``."""
+        return self.system.health()
 
     def _execute(self, request: Request) -> JSON:
         try:
@@ -111,11 +115,21 @@ class Client(_Base):
                     raise
         self._execute(s.login_request())
 
+    def _for_caller(self, request: Request) -> Request:
+        """Fill in the caller's id (from the token, or asked once per API key)."""
+        user_id = self._session.caller_id()
+        if user_id is None:
+            user_id = str(self._send(Request("GET", ME_PATH))["results"]["id"])
+            self._session.remember_caller(user_id)
+        return request.for_caller(user_id)
+
     def _send(self, request: Request) -> JSON:
         if self._session.needs_login(request):
             with self._auth_lock:
                 if self._session.needs_login(request):
                     self._execute(self._session.login_request())
+        if request.names_caller:
+            request = self._for_caller(request)
         token = self._session.access_token
         try:
             return self._execute(request)
@@ -157,12 +171,16 @@ class AsyncClient(_Base):
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
         self._auth_lock = asyncio.Lock()
         self.users: Users[Coroutine[Any, Any, JSON]] = Users(self)
+        self.collections: Collections[Coroutine[Any, Any, JSON]] = Collections(self)
         self.documents: Documents[Coroutine[Any, Any, JSON]] = Documents(self)
+        self.chunks: Chunks[Coroutine[Any, Any, JSON]] = Chunks(self)
         self.retrieval: Retrieval[Coroutine[Any, Any, JSON]] = Retrieval(self)
+        self.indices: Indices[Coroutine[Any, Any, JSON]] = Indices(self)
+        self.system: System[Coroutine[Any, Any, JSON]] = System(self)
 
     async def health(self) -> JSON:
-        """``GET /v3/health`` (no credentials needed)."""
-        return await self._send(Request("GET", "/v3/health", auth="none"))
+        """``GET /v3/health`` (no credentials needed); the same as ``client.system.health()``."""
+        return await self.system.health()
 
     async def _execute(self, request: Request) -> JSON:
         try:
@@ -185,11 +203,21 @@ class AsyncClient(_Base):
                     raise
         await self._execute(s.login_request())
 
+    async def _for_caller(self, request: Request) -> Request:
+        """Fill in the caller's id (from the token, or asked once per API key)."""
+        user_id = self._session.caller_id()
+        if user_id is None:
+            user_id = str((await self._send(Request("GET", ME_PATH)))["results"]["id"])
+            self._session.remember_caller(user_id)
+        return request.for_caller(user_id)
+
     async def _send(self, request: Request) -> JSON:
         if self._session.needs_login(request):
             async with self._auth_lock:
                 if self._session.needs_login(request):
                     await self._execute(self._session.login_request())
+        if request.names_caller:
+            request = await self._for_caller(request)
         token = self._session.access_token
         try:
             return await self._execute(request)

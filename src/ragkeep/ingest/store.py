@@ -12,6 +12,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from ragkeep.db.paging import fetch_page
+
 DOCUMENT_COLUMNS = (
     "d.id, d.owner_id, d.collection_ids, d.document_type, d.title, d.metadata, d.size_in_bytes, "
     "d.content_hash, d.ingestion_status, d.error, d.chunk_count, d.created_at, d.updated_at"
@@ -153,24 +155,16 @@ async def list_documents(
     if ids:
         where.append(sql.SQL("d.id = ANY(%(ids)s::uuid[])"))
         params["ids"] = list(ids)
-    cond = sql.SQL(" AND ").join(where)
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            sql.SQL(
-                "SELECT {cols}, count(*) OVER () AS total FROM documents d WHERE {cond} "
-                "ORDER BY d.created_at DESC, d.id LIMIT %(limit)s OFFSET %(offset)s"
-            ).format(cols=sql.SQL(DOCUMENT_COLUMNS), cond=cond),
-            {**params, "limit": limit, "offset": offset},
-        )
-        rows = await cur.fetchall()
-        if rows:
-            total = int(rows[0]["total"])
-        else:  # past the last page the window count is gone: count separately
-            await cur.execute(sql.SQL("SELECT count(*) AS total FROM documents d WHERE {}").format(cond), params)
-            total = int((await cur.fetchone() or {"total": 0})["total"])
-    for r in rows:
-        del r["total"]
-    return rows, total
+    return await fetch_page(
+        conn,
+        columns=sql.SQL(DOCUMENT_COLUMNS),
+        from_=sql.SQL("documents d"),
+        where=sql.SQL(" AND ").join(where),
+        order_by=sql.SQL("d.created_at DESC, d.id"),
+        params=params,
+        limit=limit,
+        offset=offset,
+    )
 
 
 async def list_chunks(

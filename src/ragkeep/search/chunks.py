@@ -7,8 +7,8 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
 
+from ragkeep.db.paging import fetch_page
 from ragkeep.search.filters import CompiledFilter
 from ragkeep.search.scope import Scope
 
@@ -36,22 +36,14 @@ async def list_chunks(
     if document is not None:
         where.append(sql.SQL("c.owner_id = %(doc_owner)s AND c.document_id = %(doc_id)s"))
         params.update(doc_owner=document[0], doc_id=document[1])
-    cond = sql.SQL(" AND ").join(where)
     cols = sql.SQL("{}, c.embedding").format(CHUNK_COLUMNS) if include_vectors else CHUNK_COLUMNS
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            sql.SQL(
-                "SELECT {cols}, count(*) OVER () AS total FROM chunks c WHERE {cond} "
-                "ORDER BY c.owner_id, c.document_id, c.chunk_order, c.id LIMIT %(limit)s OFFSET %(offset)s"
-            ).format(cols=cols, cond=cond),
-            {**params, "limit": limit, "offset": offset},
-        )
-        rows = await cur.fetchall()
-        if rows:
-            total = int(rows[0]["total"])
-        else:  # past the last page the window count is gone: count separately
-            await cur.execute(sql.SQL("SELECT count(*) AS total FROM chunks c WHERE {}").format(cond), params)
-            total = int((await cur.fetchone() or {"total": 0})["total"])
-    for r in rows:
-        del r["total"]
-    return rows, total
+    return await fetch_page(
+        conn,
+        columns=cols,
+        from_=sql.SQL("chunks c"),
+        where=sql.SQL(" AND ").join(where),
+        order_by=sql.SQL("c.owner_id, c.document_id, c.chunk_order, c.id"),
+        params=params,
+        limit=limit,
+        offset=offset,
+    )

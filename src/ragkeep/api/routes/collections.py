@@ -8,7 +8,6 @@ or a superuser changes it; anyone else is told it does not exist (404).
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any, NoReturn
 
 import psycopg
