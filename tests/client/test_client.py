@@ -8,12 +8,12 @@ from pathlib import Path
 from pydoc_data.topics import topics
 
 import httpx
-import psycopg
 import pytest
 
 from ragkeep import AsyncClient, Client, RagkeepError
 from ragkeep.auth.tokens import TokenIssuer
-from tests.support import ADMIN_EMAIL, TestUser, free_port
+from tests.client.helpers import bearer, expired, user_client
+from tests.support import ADMIN_EMAIL, free_port
 
 # Short passages of real text (one chunk each keeps embedding time low).
 PASS = topics["pass"].strip()
@@ -21,32 +21,6 @@ LAMBDA = topics["lambda"].strip()
 BREAK = topics["break"].strip()
 CONTINUE = topics["continue"].strip()
 IF = topics["if"].strip()
-
-
-@pytest.fixture(scope="module")
-def jwt_secret(pg_url: str) -> str:
-    """The signing secret the server generated and keeps in its database."""
-    with psycopg.connect(pg_url) as conn:
-        row = conn.execute("SELECT value FROM ragkeep_meta WHERE key = 'jwt_secret'").fetchone()
-    assert row is not None
-    return row[0]
-
-
-def expired(secret: str, user_id: uuid.UUID, kind: str) -> str:
-    """A token signed with the server's secret whose expiry lies in the past."""
-    issuer = TokenIssuer(secret, access_minutes=-5, refresh_days=-1)
-    return issuer.issue(user_id, kind)  # type: ignore[arg-type]
-
-
-def user_client(base_url: str, user: TestUser) -> Client:
-    """A client with the token ``make_user`` already obtained (password hashing is slow; log in only to test it)."""
-    client = Client(base_url)
-    client.access_token = bearer(user.client)
-    return client
-
-
-def bearer(http: httpx.Client) -> str:
-    return http.headers["Authorization"].removeprefix("Bearer ")
 
 
 # -- authentication ---------------------------------------------------------------------------

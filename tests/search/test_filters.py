@@ -50,6 +50,9 @@ def topics(client: httpx.Client, ids: dict[str, str], filters: dict) -> set[str]
         ({"year": {"$in": [2019, 2021]}}, {"if", "while"}),
         ({"year": {"$in": [2019, "2022"]}}, {"if", "try"}),
         ({"year": {"$nin": [2019, 2020, 2021]}}, {"try"}),
+        ({"tags": {"$in": ["py", "branches"]}}, {"for", "if"}),  # a list field: any shared element
+        ({"tags": {"$nin": ["loops"]}}, {"if", "try"}),
+        ({"tags": {"$json_contains": ["loops", "py"]}}, {"for"}),  # R2R's spelling of $contains
         ({"ref": {"$eq": 10}}, {"while"}),
         ({"ref": {"$eq": "10"}}, {"for"}),
         ({"draft": {"$eq": True}}, {"while"}),

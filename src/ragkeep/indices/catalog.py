@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg import sql
+
+from ragkeep.db.paging import fetch_page
 
 VECTOR_METHODS = ("hnsw", "ivfflat")
 
-_LIST = """
-SELECT ic.relname AS name,
+_COLUMNS = sql.SQL("""
+       ic.relname AS name,
        tc.relname AS table_name,
        pg_get_indexdef(ic.oid) AS definition,
        am.amname AS method,
@@ -23,21 +25,18 @@ SELECT ic.relname AS name,
             THEN 'building' ELSE 'invalid' END AS status,
        coalesce(s.idx_scan, 0) AS number_of_scans,
        coalesce(s.idx_tup_read, 0) AS tuples_read,
-       coalesce(s.idx_tup_fetch, 0) AS tuples_fetched,
-       count(*) OVER () AS total
-FROM pg_index i
+       coalesce(s.idx_tup_fetch, 0) AS tuples_fetched""")
+_FROM = sql.SQL("""pg_index i
 JOIN pg_class ic ON ic.oid = i.indexrelid
 JOIN pg_class tc ON tc.oid = i.indrelid
 JOIN pg_namespace n ON n.oid = ic.relnamespace
 JOIN pg_am am ON am.oid = ic.relam
 JOIN pg_opclass opc ON opc.oid = i.indclass[0]
-LEFT JOIN pg_stat_user_indexes s ON s.indexrelid = ic.oid
-WHERE n.nspname = current_schema()
-  AND am.amname = ANY(%(methods)s)
-  AND (%(table)s::text IS NULL OR tc.relname = %(table)s)
-ORDER BY ic.relname
-LIMIT %(limit)s OFFSET %(offset)s
-"""
+LEFT JOIN pg_stat_user_indexes s ON s.indexrelid = ic.oid""")
+_WHERE = sql.SQL(
+    "n.nspname = current_schema() AND am.amname = ANY(%(methods)s) "
+    "AND (%(table)s::text IS NULL OR tc.relname = %(table)s)"
+)
 
 
 def _arguments(options: list[str]) -> dict[str, Any]:
@@ -52,13 +51,16 @@ async def list_vector_indexes(
     conn: psycopg.AsyncConnection, *, table: str | None = None, limit: int = 100, offset: int = 0
 ) -> tuple[list[dict[str, Any]], int]:
     """Vector indexes with their method, operator class, arguments, size and use."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            _LIST, {"methods": list(VECTOR_METHODS), "table": table, "limit": limit, "offset": offset}
-        )
-        rows = await cur.fetchall()
-    total = int(rows[0]["total"]) if rows else 0
+    rows, total = await fetch_page(
+        conn,
+        columns=_COLUMNS,
+        from_=_FROM,
+        where=_WHERE,
+        order_by=sql.SQL("ic.relname"),
+        params={"methods": list(VECTOR_METHODS), "table": table},
+        limit=limit,
+        offset=offset,
+    )
     for r in rows:
-        del r["total"]
         r["arguments"] = _arguments(r.pop("options"))
     return rows, total

@@ -24,7 +24,9 @@ MAX_LIST = 100_000
 MAX_KEY_PARTS = 16
 
 COMPARISONS = {"$eq": "=", "$ne": "<>", "$lt": "<", "$lte": "<=", "$gt": ">", "$gte": ">="}
-OPERATORS = frozenset(COMPARISONS) | {"$in", "$nin", "$like", "$ilike", "$overlap", "$contains"}
+OPERATORS = frozenset(COMPARISONS) | {"$in", "$nin", "$like", "$ilike", "$overlap", "$contains", "$json_contains"}
+#: R2R's other spellings of the same operators.
+ALIASES = {"$json_contains": "$contains"}
 
 UUID_COLUMNS = {"id": "id", "document_id": "document_id", "owner_id": "owner_id", "user_id": "owner_id"}
 ARRAY_COLUMNS = {"collection_ids": "collection_ids", "collection_id": "collection_ids"}
@@ -93,6 +95,7 @@ class _Compiler:
             p = f"{path}.{op}"
             if op not in OPERATORS:
                 raise FilterError(p, f"unknown operator {op!r}; expected one of {', '.join(sorted(OPERATORS))}")
+            op = ALIASES.get(op, op)
             if key in UUID_COLUMNS:
                 parts.append(self.uuid_column(UUID_COLUMNS[key], op, value, p))
             elif key in ARRAY_COLUMNS:
@@ -171,13 +174,19 @@ class _Compiler:
             )
             return sql.SQL("{} {} {}").format(typed, cmp, self.param(value, "numeric"))
         if op in ("$in", "$nin"):
+            # A scalar field equals one of the values; a list field shares an element with them
+            # (R2R's meaning for tags-like lists). Comparisons keep JSON types either way.
             values = _list(value, path)
             for i, v in enumerate(values):
                 _json_scalar_or_container(v, f"{path}[{i}]")
-            expr = sql.SQL("{} = ANY({})").format(field_, self.param([Jsonb(v) for v in values], "jsonb[]"))
+            vals = self.param([Jsonb(v) for v in values], "jsonb[]")
+            expr = sql.SQL(
+                "({f} = ANY({vals}) OR EXISTS (SELECT 1 FROM jsonb_array_elements(CASE WHEN "
+                "jsonb_typeof({f}) = 'array' THEN {f} ELSE '[]'::jsonb END) AS e(v) WHERE e.v = ANY({vals})))"
+            ).format(f=field_, vals=vals)
             if op == "$in":
                 return expr
-            return sql.SQL("({} IS NULL OR NOT ({}))").format(field_, expr)
+            return sql.SQL("({} IS NULL OR NOT {})").format(field_, expr)
         if op in ("$like", "$ilike"):
             if not isinstance(value, str):
                 raise FilterError(path, f"{op} expects a string pattern")

@@ -444,12 +444,15 @@ async def create_api_key(
     return Results(results=ApiKeyOut(public_key=public, api_key=raw, key_id=str(key_id), name=body.name))
 
 
-@router.get("/{user_id}/api-keys", response_model=Results[list[ApiKeyInfo]])
-async def list_api_keys(user_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep) -> Results[list[ApiKeyInfo]]:
+@router.get("/{user_id}/api-keys", response_model=PaginatedResults[list[ApiKeyInfo]])
+async def list_api_keys(
+    user_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep
+) -> PaginatedResults[list[ApiKeyInfo]]:
     _require_self_or_superuser(principal, user_id)
     async with services.db.pool.connection() as conn:
         rows = await api_keys.list_api_keys(conn, user_id)
-    return Results(
+    return PaginatedResults(
+        total_entries=len(rows),
         results=[
             ApiKeyInfo(
                 public_key=f"{api_keys.PREFIX}{r['key_id'].hex}",
