@@ -9,6 +9,7 @@ The compiler emits only SQL text it writes itself; every value travels as a name
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -165,6 +166,8 @@ class _Compiler:
             cmp = sql.SQL(COMPARISONS[op])
             if isinstance(value, bool) or not isinstance(value, (int, float, str)):
                 raise FilterError(path, "expected a number or a string to compare with")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise FilterError(path, "expected a finite number")
             if isinstance(value, str):
                 _check_text(value, path)
                 typed = sql.SQL("CASE WHEN jsonb_typeof({f}) = 'string' THEN {f} #>> '{{}}' END").format(f=field_)
@@ -191,6 +194,8 @@ class _Compiler:
             if not isinstance(value, str):
                 raise FilterError(path, f"{op} expects a string pattern")
             _check_text(value, path)
+            if (len(value) - len(value.rstrip("\\"))) % 2:
+                raise FilterError(path, "a pattern may not end with a lone backslash (the escape character); use \\\\")
             like = sql.SQL("LIKE" if op == "$like" else "ILIKE")
             typed = sql.SQL("CASE WHEN jsonb_typeof({f}) = 'string' THEN {f} #>> '{{}}' END").format(f=field_)
             return sql.SQL("{} {} {}").format(typed, like, self.param(value, "text"))
@@ -243,8 +248,8 @@ def _json_scalar_or_container(value: Any, path: str, depth: int = 0) -> None:
         for k, v in value.items():
             _check_text(k, path)
             _json_scalar_or_container(v, path, depth + 1)
-    elif isinstance(value, float) and value != value:
-        raise FilterError(path, "NaN cannot be compared")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise FilterError(path, "NaN and infinity cannot be compared")
 
 
 def compile_filters(filters: dict[str, Any] | None, alias: str = "c") -> CompiledFilter:
