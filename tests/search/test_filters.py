@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import httpx
 import pytest
@@ -146,3 +147,36 @@ def test_empty_filters_compile_to_true() -> None:
     assert compile_filters({}).clause.as_string(None) == "TRUE"
     with pytest.raises(FilterError):
         compile_filters({"a": {"$bogus": 1}})
+
+
+HOSTILE_TEXT = ["'); DROP TABLE chunks; --", "a'b\"c;d", "%_\\\\", "日本語 ✓ 🚀", "\u202e reversed", "x" * 5000]
+
+
+@pytest.mark.parametrize("text", HOSTILE_TEXT)
+def test_hostile_keys_and_values_are_just_data(corpus, text: str) -> None:
+    """Quotes, semicolons, SQL, wildcards and unicode in keys and values: correct (empty) results, never a 500."""
+    user, ids = corpus
+    for filters in (
+        {text: {"$eq": text}},
+        {"lang": {"$in": [text, 1, True]}},
+        {"metadata." + text: {"$like": "%"}},
+        {"$or": [{"lang": text}, {text: {"$contains": [text]}}]},
+    ):
+        assert topics(user.client, ids, filters) == set(), filters
+    assert topics(user.client, ids, {"lang": {"$nin": [text]}}) == set(ids)  # nothing excluded: all rows
+
+
+def test_ten_thousand_values_in_in(corpus) -> None:
+    user, ids = corpus
+    many = [str(i) for i in range(10_000)] + ["de"]
+    assert topics(user.client, ids, {"lang": {"$in": many}}) == {"if"}
+    doc_ids = [str(uuid.uuid4()) for _ in range(10_000)] + [ids["for"]]
+    assert topics(user.client, ids, {"document_id": {"$in": doc_ids}}) == {"for"}
+
+
+def test_thousand_deep_nesting_is_refused(corpus) -> None:
+    """1,000 levels exceed the JSON parser's own limit: a 400 from the body parser, never a 500."""
+    user, _ = corpus
+    body = '{"query": "x", "search_settings": {"filters": ' + '{"$and": [' * 1000 + '{"lang": "en"}' + "]}" * 1000 + "}}"
+    r = user.client.post("/v3/retrieval/search", content=body.encode(), headers={"Content-Type": "application/json"})
+    assert r.status_code in (400, 422), r.text[:300]
