@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from ragkeep.api.errors import ApiError
@@ -22,6 +22,10 @@ async def get_services(request: Request) -> Services:  # async: no thread hop pe
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+#: Pagination query parameters, the same on every list route (R2R's bounds).
+Offset = Annotated[int, Query(ge=0, description="Rows to skip.")]
+Limit = Annotated[int, Query(ge=1, le=1000, description="Rows to return, 1-1000.")]
 
 _UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from ragkeep.api.deps import PrincipalDep, ServicesDep
+from ragkeep.api.deps import Limit, Offset, PrincipalDep, ServicesDep
 from ragkeep.api.errors import ApiError
 from ragkeep.api.routes.documents import chunk_out, query_filters
 from ragkeep.api.routes.retrieval import search_chunks
@@ -88,8 +88,8 @@ async def search(body: SearchRequest, principal: PrincipalDep, services: Service
 async def list_chunks(
     principal: PrincipalDep,
     services: ServicesDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Offset = 0,
+    limit: Limit = 100,
     include_vectors: bool = False,
     filters: Annotated[str | None, Query(description="filters (JSON), as in search_settings.filters")] = None,
     metadata_filter: Annotated[str | None, Query(description="more filters (JSON), ANDed with 'filters'")] = None,

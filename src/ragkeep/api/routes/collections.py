@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ragkeep.api.deps import PrincipalDep, ServicesDep
+from ragkeep.api.deps import Limit, Offset, PrincipalDep, ServicesDep
 from ragkeep.api.errors import ApiError
 from ragkeep.api.routes.users import visible_user_out
 from ragkeep.api.schemas import CollectionOut, DocumentOut, GenericBoolean, GenericMessage, PaginatedResults, Results, UserOut
@@ -110,8 +110,8 @@ async def list_collections(
     principal: PrincipalDep,
     services: ServicesDep,
     ids: Annotated[list[uuid.UUID] | None, Query()] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Offset = 0,
+    limit: Limit = 100,
     owner_only: bool = False,
 ) -> PaginatedResults[list[CollectionOut]]:
     """The caller's collections (owned or member of); a superuser's list has everyone's."""
@@ -190,8 +190,8 @@ async def list_collection_documents(
     id: uuid.UUID,
     principal: PrincipalDep,
     services: ServicesDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Offset = 0,
+    limit: Limit = 100,
 ) -> PaginatedResults[list[DocumentOut]]:
     """The collection's documents, newest first, each with all the collections it is in."""
     await _authorized(services, principal, id, "view")
@@ -240,8 +240,8 @@ async def list_collection_users(
     id: uuid.UUID,
     principal: PrincipalDep,
     services: ServicesDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Offset = 0,
+    limit: Limit = 100,
 ) -> PaginatedResults[list[UserOut]]:
     await _authorized(services, principal, id, "view")
     async with services.db.pool.connection() as conn:
@@ -275,8 +275,8 @@ async def list_user_collections(
     id: uuid.UUID,
     principal: PrincipalDep,
     services: ServicesDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Offset = 0,
+    limit: Limit = 100,
 ) -> PaginatedResults[list[CollectionOut]]:
     """The collections a user owns or is a member of: their own, or anyone's for a superuser."""
     if id != principal.id and not principal.is_superuser:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from ragkeep.api.deps import PrincipalDep, ServicesDep
+from ragkeep.api.deps import Limit, Offset, PrincipalDep, ServicesDep
 from ragkeep.api.errors import ApiError
 from ragkeep.api.routes.retrieval import search_chunks, search_kind
 from ragkeep.api.schemas import (
@@ -256,8 +256,8 @@ async def list_documents(
     principal: PrincipalDep,
     services: ServicesDep,
     ids: Annotated[list[uuid.UUID] | None, Query()] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Offset = 0,
+    limit: Limit = 100,
     owner_only: bool = False,
     include_summary_embeddings: bool = False,  # R2R's; ragkeep makes no document summaries
 ) -> PaginatedResults[list[DocumentOut]]:
@@ -469,8 +469,8 @@ async def list_document_chunks(
     document_id: uuid.UUID,
     principal: PrincipalDep,
     services: ServicesDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Offset = 0,
+    limit: Limit = 100,
     include_vectors: bool = False,
     metadata_filter: Annotated[str | None, Query(description="filters (JSON) on the chunks")] = None,
     filters: Annotated[str | None, Query(description="filters (JSON) on the chunks")] = None,
@@ -495,8 +495,8 @@ async def list_document_collections(
     document_id: uuid.UUID,
     principal: PrincipalDep,
     services: ServicesDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Offset = 0,
+    limit: Limit = 100,
 ) -> PaginatedResults[list[CollectionOut]]:
     """The collections holding the document, newest first. Its owner and superusers see them all;
     a member reading it through a collection sees only the collections they belong to."""

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from ragkeep.api.deps import ServicesDep, SuperuserDep
+from ragkeep.api.deps import Limit, Offset, ServicesDep, SuperuserDep
 from ragkeep.api.errors import ApiError
 from ragkeep.api.schemas import PaginatedResults
 from ragkeep.indices.catalog import list_vector_indexes
@@ -39,8 +39,8 @@ def resolve_table(name: str) -> str:
 async def list_indices(
     _: SuperuserDep,
     services: ServicesDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Offset = 0,
+    limit: Limit = 100,
     filters: Annotated[str | None, Query(description='JSON, e.g. {"table_name": "vectors"}')] = None,
 ) -> PaginatedResults[IndicesOut]:
     table = None

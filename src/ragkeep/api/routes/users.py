@@ -13,7 +13,7 @@ from fastapi import APIRouter, Body, Depends, Form, Query
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ragkeep.api.deps import PrincipalDep, ServicesDep, SuperuserDep, optional_principal
+from ragkeep.api.deps import Limit, Offset, PrincipalDep, ServicesDep, SuperuserDep, optional_principal
 from ragkeep.api.errors import ApiError
 from ragkeep.api.schemas import (
     ApiKeyCreate,
@@ -234,8 +234,8 @@ async def list_users(
     services: ServicesDep,
     ids: Annotated[list[uuid.UUID] | None, Query()] = None,
     email: Annotated[list[str] | None, Query()] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Offset = 0,
+    limit: Limit = 100,
 ) -> PaginatedResults[list[UserOut]]:
     """Every user, by email (superusers only); ``ids`` and ``email`` (exact, any case) filter."""
     for e in email or []:
