@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 with warnings.catch_warnings():  # R2R's package still uses pydantic v1-style configs
     warnings.simplefilter("ignore", DeprecationWarning)
