@@ -332,3 +332,23 @@ def test_async_client_covers_the_new_namespaces(base_url: str, make_user) -> Non
             assert (await stale.system.health())["results"]["message"] == "ok"
 
     asyncio.run(main())
+
+
+def test_indices_create_retrieve_delete_as_developers_md_reads(base_url: str) -> None:
+    """DEVELOPERS.md's calls: client.indices.create({...}), .list(), .delete(index_name=..., table_name=...)."""
+    import time
+
+    from ragkeep import Client
+    from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD
+
+    client = Client(base_url, email=ADMIN_EMAIL, password=ADMIN_PASSWORD)
+    client.indices.create({"table_name": "vectors", "index_method": "hnsw", "index_measure": "cosine_distance",
+                           "index_arguments": {"m": 8, "ef_construction": 32}, "index_name": "ix_client_test"})
+    deadline = time.monotonic() + 120
+    while client.indices.retrieve("ix_client_test")["results"]["index"]["status"] != "valid":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    names = [i["index"]["name"] for i in client.indices.list()["results"]["indices"]]
+    assert "ix_client_test" in names
+    assert "dropped" in client.indices.delete(index_name="ix_client_test", table_name="vectors")["results"]["message"]
+    assert "ix_client_test" not in [i["index"]["name"] for i in client.indices.list()["results"]["indices"]]

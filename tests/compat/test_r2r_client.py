@@ -620,3 +620,23 @@ def test_indices_list_for_superusers(superuser: R2RClient, r2r_user) -> None:
     assert vectors.total_entries == len(vectors.results.indices)
     # Deliberate: listing indices is for superusers (R2R lets any logged-in user list them).
     assert status_of(r2r_user("noindex").client.indices.list) == 403
+
+
+def test_indices_create_retrieve_delete(superuser: R2RClient, r2r_user) -> None:
+    import time
+
+    config = {"table_name": "vectors", "index_method": "hnsw", "index_measure": "cosine_distance",
+              "index_arguments": {"m": 8, "ef_construction": 32}, "index_name": "ix_r2r_compat"}
+    made = superuser.indices.create(config=config)  # parsed as WrappedGenericMessageResponse
+    assert "ix_r2r_compat" in made.results.message
+    deadline = time.monotonic() + 120
+    while (got := superuser.indices.retrieve("ix_r2r_compat", "vectors").results.index)["status"] != "valid":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert got["method"] == "hnsw" and got["arguments"] == {"m": 8, "ef_construction": 32}
+    listed = superuser.indices.list(filters={"table_name": "vectors"}, limit=100)
+    assert "ix_r2r_compat" in [i.index["name"] for i in listed.results.indices]
+    # Deliberate: dropping an index is for superusers (R2R lets any logged-in user drop one).
+    assert status_of(lambda: r2r_user("nodrop").client.indices.delete("ix_r2r_compat", "vectors")) == 403
+    assert "dropped" in superuser.indices.delete("ix_r2r_compat", "vectors").results.message
+    assert status_of(lambda: superuser.indices.retrieve("ix_r2r_compat", "vectors")) == 404

@@ -17,6 +17,7 @@ from ragkeep.auth.users import ensure_admin
 from ragkeep.config import Settings, load_settings
 from ragkeep.db.database import open_database
 from ragkeep.embeddings import create_provider
+from ragkeep.indices.build import IndexBuilder
 from ragkeep.ingest.pipeline import Ingestor
 from ragkeep.ingest.store import fail_interrupted
 
@@ -41,11 +42,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     log.warning("marked %d interrupted ingestions as failed", interrupted)
             tokens = TokenIssuer(secret, settings.auth.access_token_minutes, settings.auth.refresh_token_days)
             ingestor = Ingestor(db.pool, embedder, settings.ingestion)
-            app.state.services = Services(settings, db, embedder, tokens, ingestor)
+            indexes = IndexBuilder(db.url)
+            app.state.services = Services(settings, db, embedder, tokens, ingestor, indexes)
             where = f"embedded PostgreSQL in {settings.pgdata}" if db.is_embedded else "external PostgreSQL"
             log.info("ragkeep %s ready on %s with %s", __version__, where, embedder.model_name)
             yield
             await ingestor.drain()
+            await indexes.drain()
         finally:
             await db.close()
             await embedder.aclose()

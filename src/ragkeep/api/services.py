@@ -9,6 +9,7 @@ from ragkeep.auth.tokens import TokenIssuer
 from ragkeep.config import Settings
 from ragkeep.db.database import Database
 from ragkeep.embeddings import EmbeddingProvider
+from ragkeep.indices.build import IndexBuilder
 from ragkeep.ingest.pipeline import Ingestor
 
 
@@ -19,4 +20,5 @@ class Services:
     embedder: EmbeddingProvider
     tokens: TokenIssuer
     ingestor: Ingestor
+    indexes: IndexBuilder
     started_at: float = field(default_factory=time.time)

@@ -456,8 +456,21 @@ class Retrieval(_Namespace[R_co]):
 
 
 class Indices(_Namespace[R_co]):
-    """The vector indexes (``/v3/indices``, superusers only). Creating and deleting them arrives
-    with the index-lifecycle issue; until the server has those routes this client has no such calls."""
+    """The vector indexes (``/v3/indices``, superusers only), as R2R's ``client.indices``."""
+
+    def create(self, config: dict[str, Any] | Any) -> R_co:
+        """Start building an index; ``config`` is R2R's ``IndexConfig`` (a dict or its model).
+
+        The build runs in the background: ``list``/``retrieve`` show ``status`` until ``valid``."""
+        if hasattr(config, "model_dump"):
+            config = config.model_dump()
+        return self._send(Request("POST", "/v3/indices", json={"config": _jsonable(config)}))
+
+    def retrieve(self, index_name: str, table_name: str = "vectors") -> R_co:
+        return self._send(Request("GET", f"/v3/indices/{quote(table_name, safe='')}/{quote(index_name, safe='')}"))
+
+    def delete(self, index_name: str, table_name: str = "vectors") -> R_co:
+        return self._send(Request("DELETE", f"/v3/indices/{quote(table_name, safe='')}/{quote(index_name, safe='')}"))
 
     def list(self, filters: dict[str, Any] | None = None, offset: int = 0, limit: int = 100) -> R_co:
         """The vector indexes that exist; ``filters`` may be ``{"table_name": "vectors"}``."""

@@ -35,7 +35,8 @@ JOIN pg_opclass opc ON opc.oid = i.indclass[0]
 LEFT JOIN pg_stat_user_indexes s ON s.indexrelid = ic.oid""")
 _WHERE = sql.SQL(
     "n.nspname = current_schema() AND am.amname = ANY(%(methods)s) "
-    "AND (%(table)s::text IS NULL OR tc.relname = %(table)s)"
+    "AND (%(table)s::text IS NULL OR tc.relname = %(table)s) "
+    "AND (%(name)s::text IS NULL OR ic.relname = %(name)s)"
 )
 
 
@@ -48,7 +49,12 @@ def _arguments(options: list[str]) -> dict[str, Any]:
 
 
 async def list_vector_indexes(
-    conn: psycopg.AsyncConnection, *, table: str | None = None, limit: int = 100, offset: int = 0
+    conn: psycopg.AsyncConnection,
+    *,
+    table: str | None = None,
+    name: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
 ) -> tuple[list[dict[str, Any]], int]:
     """Vector indexes with their method, operator class, arguments, size and use."""
     rows, total = await fetch_page(
@@ -57,7 +63,7 @@ async def list_vector_indexes(
         from_=_FROM,
         where=_WHERE,
         order_by=sql.SQL("ic.relname"),
-        params={"methods": list(VECTOR_METHODS), "table": table},
+        params={"methods": list(VECTOR_METHODS), "table": table, "name": name},
         limit=limit,
         offset=offset,
     )
