@@ -75,3 +75,9 @@ async def superuser(principal: PrincipalDep) -> Principal:
 
 
 SuperuserDep = Annotated[Principal, Depends(superuser)]
+
+
+def require_owner(principal: Principal, owner_id: object, what: str, action: str) -> None:
+    """Members read, owners change: a 403 for anyone but the row's owner or a superuser."""
+    if owner_id != principal.id and not principal.is_superuser:
+        raise ApiError(403, f"only the {what}'s owner or a superuser may {action} it")

@@ -13,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ragkeep.auth.collections import CollectionError
+
 log = logging.getLogger(__name__)
 
 
@@ -37,6 +39,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return _body(exc.status_code, exc.message, "ApiError", **exc.extra)
+
+    @app.exception_handler(CollectionError)
+    async def _collection_error(request: Request, exc: CollectionError) -> JSONResponse:
+        return _body(exc.status_code, exc.message, type(exc).__name__)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -159,6 +159,11 @@ class DocumentOut(BaseModel):
     chunk_count: int | None = None
     error: str | None = None
 
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> DocumentOut:
+        """A documents row as the API shows it (the content hash stays internal)."""
+        return cls(**{k: v for k, v in row.items() if k != "content_hash"})
+
 
 class ChunkOut(BaseModel):
     id: uuid.UUID

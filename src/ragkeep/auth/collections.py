@@ -32,21 +32,25 @@ Action = Literal["view", "manage"]
 
 
 class CollectionError(Exception):
+    """A refused collection operation; ``status_code`` is the HTTP answer the API gives for it."""
+
+    status_code = 400
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
 
 class NotFound(CollectionError):
-    pass
+    status_code = 404
 
 
 class Forbidden(CollectionError):
-    pass
+    status_code = 403
 
 
 class Conflict(CollectionError):
-    pass
+    status_code = 409
 
 
 _COLUMNS = sql.SQL(

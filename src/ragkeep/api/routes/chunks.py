@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from ragkeep.api.deps import Limit, Offset, PrincipalDep, ServicesDep
+from ragkeep.api.deps import Limit, Offset, PrincipalDep, ServicesDep, require_owner
 from ragkeep.api.errors import ApiError
 from ragkeep.api.routes.documents import chunk_out, query_filters
 from ragkeep.api.routes.retrieval import search_chunks
@@ -73,8 +73,7 @@ async def _visible_chunk(
 
 async def _owned_chunk(services: ServicesDep, principal: Principal, chunk_id: uuid.UUID, action: str) -> dict[str, Any]:
     row = await _visible_chunk(services, principal, chunk_id)
-    if row["owner_id"] != principal.id and not principal.is_superuser:
-        raise ApiError(403, f"only the chunk's owner or a superuser may {action} it")
+    require_owner(principal, row["owner_id"], "chunk", action)
     return row
 
 

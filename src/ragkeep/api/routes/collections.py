@@ -8,7 +8,7 @@ or a superuser changes it; anyone else is told it does not exist (404).
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import psycopg
 from fastapi import APIRouter, Query
@@ -88,20 +88,12 @@ def _out(row: dict[str, Any]) -> CollectionOut:
     return CollectionOut.model_validate(row)
 
 
-def _raise(e: coll.CollectionError) -> NoReturn:
-    status = {coll.NotFound: 404, coll.Forbidden: 403, coll.Conflict: 409}[type(e)]
-    raise ApiError(status, e.message) from None
-
-
 @router.post(PREFIX, response_model=Results[CollectionOut], status_code=201)
 async def create_collection(
     body: CollectionCreate, principal: PrincipalDep, services: ServicesDep
 ) -> Results[CollectionOut]:
     async with services.db.pool.connection() as conn:
-        try:
-            row = await coll.create_collection(conn, principal.id, body.name, body.description)
-        except coll.CollectionError as e:
-            _raise(e)
+        row = await coll.create_collection(conn, principal.id, body.name, body.description)
     return Results(results=_out(row))
 
 
@@ -143,10 +135,7 @@ async def get_collection_by_name(
 
 async def _authorized(services: ServicesDep, principal: Principal, collection_id: uuid.UUID, action: coll.Action) -> None:
     async with services.db.pool.connection() as conn:
-        try:
-            await coll.authorize(conn, principal, collection_id, action)
-        except coll.CollectionError as e:
-            _raise(e)
+        await coll.authorize(conn, principal, collection_id, action)
 
 
 @router.get(PREFIX + "/{id}", response_model=Results[CollectionOut])
@@ -165,11 +154,8 @@ async def update_collection(
     if body.generate_description:
         raise ApiError(422, "generate_description: ragkeep has no language model to write descriptions; send one")
     async with services.db.pool.connection() as conn:
-        try:
-            await coll.authorize(conn, principal, id, "manage")
-            row = await coll.update_collection(conn, id, name=body.name, description=body.description)
-        except coll.CollectionError as e:
-            _raise(e)
+        await coll.authorize(conn, principal, id, "manage")
+        row = await coll.update_collection(conn, id, name=body.name, description=body.description)
     return Results(results=_out(row))
 
 
@@ -177,11 +163,8 @@ async def update_collection(
 async def delete_collection(id: uuid.UUID, principal: PrincipalDep, services: ServicesDep) -> Results[GenericBoolean]:
     """Delete the collection; its documents stay with their owners, no longer in it."""
     async with services.db.pool.connection() as conn:
-        try:
-            await coll.authorize(conn, principal, id, "manage")
-            await coll.delete_collection(conn, id)
-        except coll.CollectionError as e:
-            _raise(e)
+        await coll.authorize(conn, principal, id, "manage")
+        await coll.delete_collection(conn, id)
     return Results(results=GenericBoolean(success=True))
 
 
@@ -205,7 +188,7 @@ async def list_collection_documents(
             offset=offset,
         )
     return PaginatedResults(
-        results=[DocumentOut(**{k: v for k, v in r.items() if k != "content_hash"}) for r in rows],
+        results=[DocumentOut.from_row(r) for r in rows],
         total_entries=total,
     )
 
@@ -216,10 +199,7 @@ async def add_document(
 ) -> Results[GenericMessage]:
     """Share a document through the collection: the caller must own both (or be a superuser)."""
     async with services.db.pool.connection() as conn:
-        try:
-            await coll.add_document(conn, principal, id, document_id)
-        except coll.CollectionError as e:
-            _raise(e)
+        await coll.add_document(conn, principal, id, document_id)
     return Results(results=GenericMessage(message="Document assigned to collection successfully"))
 
 
@@ -228,10 +208,7 @@ async def remove_document(
     id: uuid.UUID, document_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep
 ) -> Results[GenericBoolean]:
     async with services.db.pool.connection() as conn:
-        try:
-            await coll.remove_document(conn, principal, id, document_id)
-        except coll.CollectionError as e:
-            _raise(e)
+        await coll.remove_document(conn, principal, id, document_id)
     return Results(results=GenericBoolean(success=True))
 
 
@@ -311,8 +288,6 @@ async def _add_member(services: ServicesDep, principal: Principal, collection_id
     async with services.db.pool.connection() as conn:
         try:
             await coll.add_user(conn, principal, collection_id, user_id)
-        except coll.CollectionError as e:
-            _raise(e)
         except psycopg.errors.ForeignKeyViolation:  # the user was deleted a moment ago
             raise ApiError(404, f"user {user_id} not found") from None
 
@@ -321,7 +296,4 @@ async def _remove_member(
     services: ServicesDep, principal: Principal, collection_id: uuid.UUID, user_id: uuid.UUID
 ) -> None:
     async with services.db.pool.connection() as conn:
-        try:
-            await coll.remove_user(conn, principal, collection_id, user_id)
-        except coll.CollectionError as e:
-            _raise(e)
+        await coll.remove_user(conn, principal, collection_id, user_id)

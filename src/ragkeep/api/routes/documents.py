@@ -11,7 +11,7 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from ragkeep.api.deps import Limit, Offset, PrincipalDep, ServicesDep
+from ragkeep.api.deps import Limit, Offset, PrincipalDep, ServicesDep, require_owner
 from ragkeep.api.errors import ApiError
 from ragkeep.api.routes.retrieval import search_chunks, search_kind
 from ragkeep.api.schemas import (
@@ -105,8 +105,7 @@ async def _check_collections(services: ServicesDep, principal: Principal, ids: l
             try:
                 await coll.authorize(conn, principal, cid, "manage")
             except coll.CollectionError as e:
-                status = 404 if isinstance(e, coll.NotFound) else 403
-                raise ApiError(status, f"collection_ids: {e.message}") from None
+                raise ApiError(e.status_code, f"collection_ids: {e.message}") from None
 
 
 @router.post("", response_model=Results[IngestionOut], status_code=201)
@@ -188,7 +187,7 @@ async def create_document(
 
 
 def _document_out(row: dict[str, Any]) -> DocumentOut:
-    return DocumentOut(**{k: v for k, v in row.items() if k != "content_hash"})
+    return DocumentOut.from_row(row)
 
 
 def chunk_out(row: dict[str, Any]) -> ChunkOut:
@@ -246,8 +245,7 @@ async def _visible_document(services: ServicesDep, principal: Principal, documen
 async def _owned_document(services: ServicesDep, principal: Principal, document_id: uuid.UUID, action: str) -> dict[str, Any]:
     """The document if the caller may change it: 404 if they cannot even read it, 403 if they only read it."""
     row = await _visible_document(services, principal, document_id)
-    if row["owner_id"] != principal.id and not principal.is_superuser:
-        raise ApiError(403, f"only the document's owner or a superuser may {action} it")
+    require_owner(principal, row["owner_id"], "document", action)
     return row
 
 
