@@ -111,6 +111,39 @@ class IngestionConfig(_Section):
         return self
 
 
+class SearchConfig(_Section):
+    """How the planner picks between an exact scan and a vector index, per search."""
+
+    #: Scopes holding at most this many vectors are searched exactly (recall 1.0); larger ones use
+    #: the owner's partial index or the global one. Chosen from ``bench/filtered.py``.
+    exact_threshold: int = Field(20_000, ge=0)
+    #: pgvector iterative index scans when a filter meets an index: ``relaxed_order`` (re-sorted
+    #: exactly afterwards), ``strict_order``, or ``off`` (R2R's plan: may return short results).
+    iterative_scan: Literal["relaxed_order", "strict_order", "off"] = "relaxed_order"
+    #: Upper bound on tuples an iterative HNSW scan visits (hnsw.max_scan_tuples).
+    max_scan_tuples: int = Field(20_000, ge=1)
+    #: When an index scan returns fewer rows than asked, run the exact scan: a search never comes
+    #: back short while enough rows match.
+    exact_fallback: bool = True
+
+
+class IndicesConfig(_Section):
+    """Building, repairing, warming and promoting vector indexes."""
+
+    #: Ceiling for maintenance_work_mem of a build session, in MiB (the HNSW graph should fit).
+    build_memory_cap_mb: int = Field(2048, ge=64)
+    #: Parallel maintenance workers per build; None = one fewer than the CPU count (at least 0).
+    build_parallel_workers: int | None = Field(None, ge=0, le=64)
+    #: What to do at start with an INVALID vector index left by an interrupted build.
+    on_invalid: Literal["rebuild", "drop", "report"] = "rebuild"
+    #: Load every vector index into shared buffers (pg_prewarm) at start and after each build.
+    prewarm: bool = True
+    #: Promote users whose vector count passes this to their own partial HNSW index; None = off.
+    auto_promote_threshold: int | None = Field(None, ge=1)
+    #: Hour of day (UTC) for automatic promotions; None = the advisor's off-peak hour.
+    auto_promote_hour: int | None = Field(None, ge=0, le=23)
+
+
 class AuthConfig(_Section):
     #: Signs JWTs. When empty, one is generated once and kept in the database,
     #: so that every replica of one database accepts the same tokens.
@@ -128,6 +161,8 @@ class Settings(_Section):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     ingestion: IngestionConfig = Field(default_factory=IngestionConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    indices: IndicesConfig = Field(default_factory=IndicesConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
 
     @property
