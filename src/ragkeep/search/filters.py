@@ -47,6 +47,8 @@ class FilterError(ValueError):
 class CompiledFilter:
     clause: sql.Composable
     params: dict[str, Any] = field(default_factory=dict)
+    #: The validated filter as given: the planner reads an owner pin from it.
+    raw: dict[str, Any] = field(default_factory=dict)
 
 
 class _Compiler:
@@ -258,4 +260,4 @@ def compile_filters(filters: dict[str, Any] | None, alias: str = "c") -> Compile
     if not filters:
         return CompiledFilter(sql.SQL("TRUE"))
     clause = compiler.node(filters, "filters", 0)
-    return CompiledFilter(clause, compiler.params)
+    return CompiledFilter(clause, compiler.params, filters)

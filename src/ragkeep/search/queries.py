@@ -19,8 +19,17 @@ from ragkeep.search.scope import Scope
 class Strategy(enum.Enum):
     #: Compute every distance in scope: recall 1.0, cost linear in the scope's size.
     EXACT = "exact"
-    #: Let PostgreSQL use a vector index (approximate).
+    #: The global vector index as PostgreSQL plans it (R2R's plan): filtered scopes may come back short.
     INDEX = "index"
+    #: The global index with an iterative scan (pgvector 0.8): keeps scanning until enough rows pass
+    #: the filters, within max_scan_tuples; the rows are re-sorted exactly.
+    ITERATIVE = "iterative"
+    #: The owner's own partial HNSW index (tenant promotion).
+    OWNER_INDEX = "owner_index"
+
+    @property
+    def uses_index(self) -> bool:
+        return self is not Strategy.EXACT
 
 
 class Kind(enum.Enum):
@@ -36,7 +45,7 @@ TSQUERY = sql.SQL("websearch_to_tsquery('english', %(text)s)")
 
 def _distance(strategy: Strategy) -> sql.Composable:
     # "+ 0" makes the sort key an expression no vector index can serve: an exact scan by construction.
-    return DISTANCE if strategy is Strategy.INDEX else sql.SQL("({}) + 0").format(DISTANCE)
+    return DISTANCE if strategy.uses_index else sql.SQL("({}) + 0").format(DISTANCE)
 
 
 def _where(scope: Scope, filters: CompiledFilter) -> tuple[sql.Composable, dict[str, Any]]:
@@ -50,8 +59,12 @@ def build_search_sql(
     """The query and its scope/filter parameters.
 
     The caller adds: ``q`` (query vector) for semantic and hybrid, ``text`` for full-text and
-    hybrid, ``limit``/``offset``, and for hybrid ``semantic_limit``, ``full_text_limit``,
-    ``rrf_k``, ``semantic_weight``, ``full_text_weight``.
+    hybrid, ``limit``/``offset``, ``inner_limit`` (rows the distance scan keeps, >= limit + offset)
+    for semantic, and for hybrid ``semantic_limit``, ``full_text_limit``, ``rrf_k``,
+    ``semantic_weight``, ``full_text_weight``.
+
+    Outer sorts are on ``distance + 0``: an index scan with relaxed order claims a sort order it
+    only approximates, and PostgreSQL would trust it and skip a sort on ``distance`` itself.
     """
     where, params = _where(scope, filters)
     # Distances and ranks are computed once per row, in an inner query, and sorted by alias: the
@@ -60,7 +73,7 @@ def build_search_sql(
         query = sql.SQL(
             "SELECT c.*, 1 - c.distance AS score FROM ("
             "SELECT {cols}, {distance} AS distance FROM chunks c WHERE {where} "
-            "ORDER BY distance LIMIT %(limit)s OFFSET %(offset)s) c ORDER BY c.distance"
+            "ORDER BY distance LIMIT %(inner_limit)s) c ORDER BY c.distance + 0, c.id LIMIT %(limit)s OFFSET %(offset)s"
         ).format(cols=COLUMNS, distance=_distance(strategy), where=where)
     elif kind is Kind.FULL_TEXT:
         query = sql.SQL(
@@ -72,7 +85,7 @@ def build_search_sql(
         # list's limit as its rank; the score is the weighted mean of 1 / (rrf_k + rank).
         query = sql.SQL(
             """WITH semantic AS (
-                   SELECT s.owner_id, s.id, row_number() OVER (ORDER BY s.distance, s.id) AS rank
+                   SELECT s.owner_id, s.id, row_number() OVER (ORDER BY s.distance + 0, s.id) AS rank
                    FROM (SELECT c.owner_id, c.id, {distance} AS distance FROM chunks c WHERE {where}
                          ORDER BY distance LIMIT %(semantic_limit)s) s
                ), full_text AS (
@@ -86,6 +99,7 @@ def build_search_sql(
                    FROM semantic s FULL OUTER JOIN full_text f ON s.owner_id = f.owner_id AND s.id = f.id
                )
                SELECT {cols}, fused.semantic_rank, fused.full_text_rank,
+                      (SELECT count(*) FROM semantic) AS semantic_found,
                       (%(semantic_weight)s / (%(rrf_k)s + fused.semantic_rank)
                        + %(full_text_weight)s / (%(rrf_k)s + fused.full_text_rank))
                       / (%(semantic_weight)s + %(full_text_weight)s) AS score

@@ -1,4 +1,4 @@
-"""Running a search: pick the kind and strategy, execute the one SQL statement, shape rows."""
+"""Running a search: plan it, apply the index settings, execute one SQL statement, shape rows."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
+from ragkeep.config import SearchConfig
 from ragkeep.search.filters import CompiledFilter
+from ragkeep.search.planner import Plan, plan_search
 from ragkeep.search.queries import Kind, Strategy, build_search_sql
 from ragkeep.search.scope import Scope
 
@@ -24,9 +27,76 @@ class HybridParams:
     rrf_k: int = 50
 
 
-def choose_strategy(scope: Scope) -> Strategy:
-    """Exact scan until ragkeep manages vector indices (the planner issue decides per scope size)."""
-    return Strategy.EXACT
+@dataclass(frozen=True)
+class IndexParams:
+    """Query-time index settings: R2R's chunk_settings ``ef_search`` and ``probes``."""
+
+    ef_search: int = 40
+    probes: int = 10
+
+
+@dataclass
+class SearchOutcome:
+    rows: list[dict[str, Any]]
+    plan: Plan
+    #: Rows the semantic part found (for hybrid: before fusion), to tell a short index scan.
+    semantic_found: int | None = None
+    #: EXPLAIN (ANALYZE) of the statement that produced ``rows``, when asked for.
+    explain: list[dict[str, Any]] | None = None
+
+
+async def _apply_index_settings(conn: psycopg.AsyncConnection, config: SearchConfig, index: IndexParams) -> None:
+    """SET LOCAL, as set_config(..., true): the values last until the transaction ends, so a pooled
+    connection never carries one request's settings into the next.
+
+    ``enable_sort = off`` makes PostgreSQL take the index the planner chose: left to itself, it
+    prefers the owner_id btree plus a sort for scopes of a few thousand rows (its cost model does
+    not know what an exact scan of 384-dimensional vectors costs). With sorts disabled, the only
+    plan without a disabled node is the vector index's ordered scan."""
+    iterative = config.iterative_scan
+    await conn.execute(
+        "SELECT set_config('hnsw.ef_search', %(ef)s, true), set_config('ivfflat.probes', %(probes)s, true),"
+        " set_config('hnsw.iterative_scan', %(it)s, true), set_config('hnsw.max_scan_tuples', %(mst)s, true),"
+        " set_config('ivfflat.iterative_scan', %(ivf_it)s, true), set_config('enable_sort', 'off', true)",
+        {
+            "ef": str(index.ef_search),
+            "probes": str(index.probes),
+            "it": iterative,
+            "mst": str(config.max_scan_tuples),
+            # ivfflat knows only relaxed_order.
+            "ivf_it": "off" if iterative == "off" else "relaxed_order",
+        },
+        prepare=True,
+    )
+
+
+async def _execute(
+    conn: psycopg.AsyncConnection,
+    kind: Kind,
+    scope: Scope,
+    filters: CompiledFilter,
+    strategy: Strategy,
+    params: dict[str, Any],
+    explain: list[Any] | None = None,
+) -> tuple[list[dict[str, Any]], int | None]:
+    query, scope_params = build_search_sql(kind, scope, filters, strategy)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        if explain is not None:
+            await cur.execute(sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) {}").format(query), {**scope_params, **params},
+                              prepare=False)
+            explain[:] = (await cur.fetchone() or {}).get("QUERY PLAN", [])
+        # Never a prepared statement: a generic plan cannot prove a partial index's predicate
+        # (owner_id = X) from a parameter, and would keep one plan for every scope size.
+        await cur.execute(query, {**scope_params, **params}, prepare=False)
+        rows = await cur.fetchall()
+    if kind is Kind.SEMANTIC:
+        return rows, len(rows)
+    if kind is Kind.HYBRID:
+        found = rows[0]["semantic_found"] if rows else 0
+        for r in rows:
+            del r["semantic_found"]
+        return rows, found
+    return rows, None
 
 
 async def run_search(
@@ -40,27 +110,50 @@ async def run_search(
     query_text: str | None = None,
     query_vector: np.ndarray | None = None,
     hybrid: HybridParams | None = None,
+    index: IndexParams | None = None,
+    config: SearchConfig | None = None,
     strategy: Strategy | None = None,
-) -> list[dict[str, Any]]:
-    """Rows with id, document_id, owner_id, collection_ids, text, metadata, score (and ranks for hybrid)."""
-    strategy = strategy or choose_strategy(scope)
-    query, params = build_search_sql(kind, scope, filters, strategy)
-    params.update(limit=limit, offset=offset)
+    explain: bool = False,
+) -> SearchOutcome:
+    """Rows with id, document_id, owner_id, collection_ids, text, metadata, score (and ranks for
+    hybrid), and the plan that produced them. ``strategy`` overrides the planner (benchmarks);
+    ``explain`` also runs EXPLAIN ANALYZE of the final statement (tests, benchmarks)."""
+    config = config or SearchConfig()
+    index = index or IndexParams()
+    if kind is Kind.FULL_TEXT:
+        plan = Plan(Strategy.EXACT, 0)  # no vectors involved
+    elif strategy is not None:
+        plan = Plan(strategy, -1)
+    else:
+        plan = await plan_search(conn, scope, filters.raw, config)
+    params: dict[str, Any] = {"limit": limit, "offset": offset}
     if kind is not Kind.FULL_TEXT:
         assert query_vector is not None
         params["q"] = query_vector
     if kind is not Kind.SEMANTIC:
         assert query_text is not None
         params["text"] = query_text
+    wanted = limit + offset
+    if kind is Kind.SEMANTIC:
+        # An index scan in relaxed order hands back its first rows only roughly sorted: keep at
+        # least ef_search of them, then sort exactly, so the best ones are not cut by the limit.
+        params["inner_limit"] = max(wanted, index.ef_search) if plan.strategy.uses_index else wanted
     if kind is Kind.HYBRID:
         h = hybrid or HybridParams()
         params.update(
-            semantic_limit=limit + offset,
+            semantic_limit=wanted,
             full_text_limit=h.full_text_limit + offset,
             rrf_k=h.rrf_k,
             semantic_weight=float(h.semantic_weight),
             full_text_weight=float(h.full_text_weight),
         )
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query, params)
-        return await cur.fetchall()
+    if plan.strategy.uses_index:
+        await _apply_index_settings(conn, config, index)
+    plans: list[Any] | None = [] if explain else None
+    rows, found = await _execute(conn, kind, scope, filters, plan.strategy, params, plans)
+    if plan.strategy.uses_index and config.exact_fallback and found is not None and found < wanted:
+        # Short: the index ran out (filters too selective for max_scan_tuples, or a plain index
+        # plan). Only the exact scan can tell "fewer rows match" from "the index missed them".
+        plan = plan.with_fallback()
+        rows, found = await _execute(conn, kind, scope, filters, Strategy.EXACT, params, plans)
+    return SearchOutcome(rows, plan, found, plans)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter
@@ -12,7 +13,7 @@ from ragkeep.api.schemas import AggregateSearchResult, ChunkSearchResult, Result
 from ragkeep.search.filters import FilterError, compile_filters
 from ragkeep.search.queries import Kind
 from ragkeep.search.scope import Scope
-from ragkeep.search.service import HybridParams, run_search
+from ragkeep.search.service import HybridParams, IndexParams, run_search
 
 router = APIRouter(prefix="/v3/retrieval", tags=["retrieval"])
 
@@ -52,20 +53,39 @@ async def search_chunks(body: SearchRequest, principal: PrincipalDep, services: 
         filters = compile_filters(settings.filters)
     except FilterError as e:
         raise ApiError(422, str(e), path=e.path) from None
+    started = time.perf_counter()
     vector = await services.embedder.embed_query(body.query) if kind is not Kind.FULL_TEXT else None
-    h = settings.hybrid_settings
+    h, c = settings.hybrid_settings, settings.chunk_settings
+    scope = Scope.for_principal(principal)
     async with services.db.pool.connection() as conn:
-        rows = await run_search(
+        db_started = time.perf_counter()
+        outcome = await run_search(
             conn,
             kind,
-            Scope.for_principal(principal),
+            scope,
             filters,
             limit=settings.limit,
             offset=settings.offset,
             query_text=body.query,
             query_vector=vector,
             hybrid=HybridParams(h.full_text_weight, h.semantic_weight, h.full_text_limit, h.rrf_k),
+            index=IndexParams(ef_search=c.ef_search, probes=c.probes),
+            config=services.settings.search,
         )
+        db_ms = (time.perf_counter() - db_started) * 1000
+    plan = outcome.plan
+    services.searches.record(
+        user_id=principal.id,
+        kind=kind.value,
+        strategy=plan.strategy.value,
+        scope_size=plan.scope_size,
+        cross_user=not scope.is_single_owner,
+        total_ms=(time.perf_counter() - started) * 1000,
+        db_ms=db_ms,
+        short=plan.strategy.uses_index and (outcome.semantic_found or 0) < settings.limit + settings.offset,
+        fallback=plan.fallback,
+    )
+    rows = outcome.rows
     return [result_out(r, settings) for r in rows]
 
 

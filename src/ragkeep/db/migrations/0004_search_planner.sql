@@ -13,7 +13,9 @@ CREATE INDEX tenant_indexes_owner_id_idx ON tenant_indexes (owner_id);
 -- Searches aggregated per hour, user, kind, strategy and scope size (log2 bucket), flushed from
 -- each replica's memory every few seconds: the advisor's observed latency by scope size,
 -- cross-user share and off-peak hour, and the operator's per-user metrics. latency_hist counts
--- searches per latency bucket (bounds in ragkeep.monitoring.searches.LATENCY_BOUNDS_MS).
+-- searches per latency bucket (bounds in ragkeep.monitoring.searches.LATENCY_BOUNDS_MS). total_ms
+-- is the server's time for the search (query embedding included), db_ms the SQL's alone;
+-- vectors sums the scope sizes the planner saw.
 CREATE TABLE search_activity (
     hour          timestamptz NOT NULL,
     user_id       uuid NOT NULL,
@@ -26,6 +28,7 @@ CREATE TABLE search_activity (
     fallbacks     bigint NOT NULL DEFAULT 0,
     vectors       bigint NOT NULL DEFAULT 0,
     total_ms      double precision NOT NULL DEFAULT 0,
+    db_ms         double precision NOT NULL DEFAULT 0,
     max_ms        double precision NOT NULL DEFAULT 0,
     latency_hist  bigint[] NOT NULL,
     PRIMARY KEY (hour, user_id, kind, strategy, scope_bucket, cross_user)
