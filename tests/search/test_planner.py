@@ -202,3 +202,26 @@ def test_unfiltered_superuser_scope_counts_every_vector(data) -> None:
     with psycopg.connect(url) as conn:
         total = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
     assert out.plan.scope_size == total and out.plan.strategy is Strategy.ITERATIVE
+
+
+def test_api_applies_r2r_chunk_settings_ef_search(data, settings, tmp_path) -> None:
+    """Through the API: R2R's search_settings.chunk_settings.ef_search reaches the index scan (a
+    plain HNSW scan returns at most ef_search rows), on a server configured to plan that way."""
+    from tests.support import ServerThread, login, make_settings
+
+    plain = make_settings(tmp_path, settings.database.url,
+                          search={"exact_threshold": 500, "iterative_scan": "off", "exact_fallback": False})
+    srv = ServerThread(plain).start()
+    try:
+        large = data["large"]
+        client = login(srv.base_url, large.email, large.password)
+        for ef, expected in ((3, 3), (40, 10)):
+            body = {"query": "anything", "search_settings": {"limit": 10, "chunk_settings": {"ef_search": ef}}}
+            r = client.post("/v3/retrieval/search", json=body)
+            assert r.status_code == 200, r.text
+            assert len(r.json()["results"]["chunk_search_results"]) == expected
+        bad = client.post("/v3/retrieval/search", json={"query": "x", "search_settings": {"chunk_settings": {"ef_search": 0}}})
+        assert bad.status_code == 422 and "ef_search" in bad.text
+        client.close()
+    finally:
+        srv.stop()
