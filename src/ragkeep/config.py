@@ -8,6 +8,7 @@ the operator believes in and does not have.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -35,10 +36,57 @@ class AppConfig(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+_TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def _table_name(value: str) -> str:
+    if not _TABLE_NAME.match(value):
+        raise ValueError(f"not a table name: {value!r} (lower-case letters, digits and _)")
+    return value
+
+
+class TableThreshold(_Section):
+    """When a scheduled VACUUM bothers with one table (unset keys fall back to the section's)."""
+
+    min_dead_tuples: int | None = Field(None, ge=0)
+    min_dead_share: float | None = Field(None, ge=0, le=1)
+
+
 class MaintenanceConfig(_Section):
+    """``[database.maintenance]``: scheduled VACUUM and the REINDEX advice (docs/maintenance.md)."""
+
+    #: 5-field cron ("0 3 * * *"), or 6 fields whose last one is seconds ("* * * * * */10").
     vacuum_schedule: str | None = None
     vacuum_analyze: bool = True
+    #: FULL rewrites every table under an exclusive lock (reads and writes wait): opt-in only.
     vacuum_full: bool = False
+    #: Tables a scheduled VACUUM covers; empty = every table in ragkeep's schema.
+    vacuum_tables: list[str] = Field(default_factory=list)
+    #: A scheduled VACUUM skips a table unless it has at least this many dead tuples ...
+    min_dead_tuples: int = Field(0, ge=0)
+    #: ... and at least this share of its tuples dead (0-1). Manual runs ignore both.
+    min_dead_share: float = Field(0.0, ge=0, le=1)
+    #: Per-table overrides of the two above, e.g. ``[database.maintenance.thresholds.chunks]``.
+    thresholds: dict[str, TableThreshold] = Field(default_factory=dict)
+    #: Recommend ``REINDEX INDEX CONCURRENTLY`` of the chunks' vector indexes when this share of
+    #: chunks is dead (a large delete not vacuumed yet) ...
+    reindex_dead_share: float = Field(0.2, gt=0, le=1)
+    #: ... and at least this many chunks are (small tables are cheap to VACUUM either way).
+    reindex_min_dead_tuples: int = Field(10_000, ge=0)
+    #: Run the recommended REINDEX at the next scheduled tick, before its VACUUM.
+    auto_reindex: bool = False
+
+    @field_validator("vacuum_tables")
+    @classmethod
+    def _tables(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(_table_name(v) for v in value))
+
+    @field_validator("thresholds")
+    @classmethod
+    def _threshold_tables(cls, value: dict[str, TableThreshold]) -> dict[str, TableThreshold]:
+        for name in value:
+            _table_name(name)
+        return value
 
     @field_validator("vacuum_schedule")
     @classmethod

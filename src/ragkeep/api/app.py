@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from ragkeep import __version__
 from ragkeep.api import errors
-from ragkeep.api.routes import chunks, collections, documents, health, indices, retrieval, users
+from ragkeep.api.routes import chunks, collections, documents, health, indices, retrieval, system, users
 from ragkeep.api.services import Services
 from ragkeep.auth.tokens import TokenIssuer, load_or_create_secret
 from ragkeep.auth.users import ensure_admin
@@ -20,6 +20,7 @@ from ragkeep.embeddings import create_provider
 from ragkeep.indices.build import IndexBuilder
 from ragkeep.ingest.pipeline import Ingestor
 from ragkeep.ingest.store import fail_interrupted
+from ragkeep.maintenance import Maintenance
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ingestor = Ingestor(db.pool, embedder, settings.ingestion)
             indexes = IndexBuilder(db.url)
             app.state.services = Services(settings, db, embedder, tokens, ingestor, indexes)
+            app.state.services.maintenance = maintenance = Maintenance(settings.database.maintenance, db.url)
+            maintenance.start()  # every replica schedules; maintenance_runs lets one run each tick
             where = f"embedded PostgreSQL in {settings.pgdata}" if db.is_embedded else "external PostgreSQL"
             log.info("ragkeep %s ready on %s with %s", __version__, where, embedder.model_name)
             yield
+            await maintenance.stop()
             await ingestor.drain()
             await indexes.drain()
         finally:
@@ -55,6 +59,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="ragkeep", version=__version__, lifespan=lifespan)
     errors.install(app)
-    for module in (health, users, documents, chunks, retrieval, collections, indices):
+    for module in (health, users, documents, chunks, retrieval, collections, indices, system):
         app.include_router(module.router)
     return app

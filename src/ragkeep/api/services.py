@@ -11,6 +11,7 @@ from ragkeep.db.database import Database
 from ragkeep.embeddings import EmbeddingProvider
 from ragkeep.indices.build import IndexBuilder
 from ragkeep.ingest.pipeline import Ingestor
+from ragkeep.maintenance import Maintenance
 
 
 @dataclass
@@ -22,3 +23,4 @@ class Services:
     ingestor: Ingestor
     indexes: IndexBuilder
     started_at: float = field(default_factory=time.time)
+    maintenance: Maintenance | None = None

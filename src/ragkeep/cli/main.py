@@ -424,5 +424,9 @@ def search(
     out().print(table)
 
 
+from ragkeep.cli.maintenance import register as _register_maintenance  # noqa: E402 (needs the helpers above)
+_register_maintenance(app)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -481,11 +481,53 @@ class Indices(_Namespace[R_co]):
 
 
 class System(_Namespace[R_co]):
-    """Server state (R2R's ``client.system``); ragkeep has only the health check."""
+    """Server state and maintenance (R2R's ``client.system``; all but ``health`` need a superuser)."""
 
     def health(self) -> R_co:
         """``GET /v3/health`` (no credentials needed)."""
         return self._send(Request("GET", "/v3/health", auth="none"))
+
+    def status(self) -> R_co:
+        """Version, uptime, database, embedding model, vector indexes, last and next maintenance."""
+        return self._send(Request("GET", "/v3/system/status"))
+
+    def maintenance_runs(
+        self,
+        offset: int = 0,
+        limit: int = 100,
+        task: str | None = None,
+        trigger: str | None = None,
+        status: str | None = None,
+        parent_id: int | None = None,
+    ) -> R_co:
+        """The VACUUM / REINDEX history, newest first."""
+        params: dict[str, Any] = {"offset": offset, "limit": limit}
+        for name, value in (("task", task), ("trigger", trigger), ("status", status), ("parent_id", parent_id)):
+            if value is not None:
+                params[name] = value
+        return self._send(Request("GET", "/v3/system/maintenance", params=params))
+
+    def maintenance_run(self, id: int) -> R_co:
+        return self._send(Request("GET", f"/v3/system/maintenance/{int(id)}"))
+
+    def vacuum(
+        self,
+        tables: Sequence[str] | None = None,
+        analyze: bool | None = None,
+        full: bool = False,
+        reindex: bool = False,
+    ) -> R_co:
+        """Start a VACUUM (answers the queued run; follow it with ``maintenance_run(id)``).
+
+        ``full=True`` takes an exclusive lock on each table; ``reindex=True`` rebuilds the chunks'
+        vector indexes (REINDEX CONCURRENTLY) first.
+        """
+        body: dict[str, Any] = {"full": full, "reindex": reindex}
+        if analyze is not None:
+            body["analyze"] = analyze
+        if tables is not None:
+            body["tables"] = list(tables)
+        return self._send(Request("POST", "/v3/system/maintenance/vacuum", json=body))
 
 
 def _settings(search_settings: Any) -> Any:
