@@ -43,7 +43,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     log.warning("marked %d interrupted ingestions as failed", interrupted)
             tokens = TokenIssuer(secret, settings.auth.access_token_minutes, settings.auth.refresh_token_days)
             ingestor = Ingestor(db.pool, embedder, settings.ingestion)
-            indexes = IndexBuilder(db.url)
+            indexes = IndexBuilder(db.url, settings.indices)
+            indexes.begin_startup()  # repair invalid vector indexes, then warm them (background)
             app.state.services = Services(settings, db, embedder, tokens, ingestor, indexes)
             app.state.services.maintenance = maintenance = Maintenance(settings.database.maintenance, db.url)
             maintenance.start()  # every replica schedules; maintenance_runs lets one run each tick

@@ -427,6 +427,9 @@ def search(
 from ragkeep.cli.maintenance import register as _register_maintenance  # noqa: E402 (needs the helpers above)
 _register_maintenance(app)
 
+from ragkeep.cli.index import app as _index_app  # noqa: E402 (needs the helpers above)
+app.add_typer(_index_app, name="index")
+
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -458,13 +458,24 @@ class Retrieval(_Namespace[R_co]):
 class Indices(_Namespace[R_co]):
     """The vector indexes (``/v3/indices``, superusers only), as R2R's ``client.indices``."""
 
-    def create(self, config: dict[str, Any] | Any) -> R_co:
+    def create(self, config: dict[str, Any] | Any, filters: dict[str, Any] | None = None) -> R_co:
         """Start building an index; ``config`` is R2R's ``IndexConfig`` (a dict or its model).
 
-        The build runs in the background: ``list``/``retrieve`` show ``status`` until ``valid``."""
+        ``filters`` naming one owner (``{"owner_id": {"$eq": uid}}``) builds a partial index over
+        that user's vectors. The build runs in the background: ``list``/``retrieve`` show
+        ``status`` (and ``progress``) until ``valid``."""
         if hasattr(config, "model_dump"):
             config = config.model_dump()
-        return self._send(Request("POST", "/v3/indices", json={"config": _jsonable(config)}))
+        body: dict[str, Any] = {"config": _jsonable(config)}
+        if filters is not None:
+            body["filters"] = _jsonable(filters)
+        return self._send(Request("POST", "/v3/indices", json=body))
+
+    def warm(self, index_name: str, table_name: str = "vectors") -> R_co:
+        """Load the index into shared buffers now (pg_prewarm); returns the index once warm."""
+        return self._send(
+            Request("POST", f"/v3/indices/{quote(table_name, safe='')}/{quote(index_name, safe='')}/warm")
+        )
 
     def retrieve(self, index_name: str, table_name: str = "vectors") -> R_co:
         return self._send(Request("GET", f"/v3/indices/{quote(table_name, safe='')}/{quote(index_name, safe='')}"))

@@ -2,7 +2,11 @@
 
 ``CREATE INDEX CONCURRENTLY`` cannot run inside a transaction block, so builds use their own
 autocommit connection rather than one from the request pool, and run in the background: the
-index shows as ``building`` in the catalog until it is valid.
+index shows as ``building`` in the catalog until it is valid. Each build session gets a
+``maintenance_work_mem`` sized for its graph and parallel maintenance workers (``memory``), and
+a successful build is warmed into shared buffers (``warm``). A spec with an ``owner_id`` builds a
+partial index over that owner's rows ("tenant promotion") and registers it in ``tenant_indexes``,
+where the search planner finds it.
 """
 
 from __future__ import annotations
@@ -10,12 +14,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
+
+from ragkeep.config import IndicesConfig
+from ragkeep.indices.memory import BuildPlan, apply_plan, column_dimension, count_rows, plan_build
+from ragkeep.indices.warm import Warmer
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +54,8 @@ class IndexSpec:
     name: str | None = None
     arguments: dict[str, int] = field(default_factory=dict)
     concurrently: bool = True
+    #: Build a partial index over this owner's rows only (``WHERE owner_id = '<uuid>'``).
+    owner_id: uuid.UUID | None = None
 
     def validated(self, now: datetime | None = None) -> IndexSpec:
         """Check the arguments (pgvector's bounds) and fill in R2R's default name."""
@@ -67,13 +78,21 @@ class IndexSpec:
             raise IndexSpecError(f"index_arguments: unknown for {self.method}: {', '.join(sorted(unknown))}")
         if self.column != "embedding":
             raise IndexSpecError("index_column: only 'embedding' holds vectors")
+        owner = self.owner_id
+        if owner is not None and not isinstance(owner, uuid.UUID):
+            try:
+                owner = uuid.UUID(str(owner))
+            except ValueError:
+                raise IndexSpecError(f"filters.owner_id: not a valid UUID: {str(owner)[:60]!r}") from None
         name = self.name
         if name is None:
             stamp = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
             name = f"ix_{OPCLASSES[self.measure]}_{self.method}__{self.column}_{stamp}"
+            if owner is not None:
+                name += f"_{owner.hex[:8]}"
         if not NAME.match(name):
             raise IndexSpecError("index_name: lower-case letters, digits and _, at most 63, not starting with a digit")
-        return IndexSpec(self.method, self.measure, self.table, self.column, name, args, self.concurrently)
+        return IndexSpec(self.method, self.measure, self.table, self.column, name, args, self.concurrently, owner)
 
     def ddl(self) -> sql.Composed:
         assert self.name is not None, "validate first"
@@ -81,7 +100,15 @@ class IndexSpec:
             sql.SQL("{} = {}").format(sql.Identifier("lists" if k == "n_lists" else k), sql.Literal(int(v)))
             for k, v in sorted(self.arguments.items())
         )
-        return sql.SQL("CREATE INDEX {conc} {name} ON {table} USING {method} ({column} {opclass}) WITH ({args})").format(
+        where = sql.SQL("")
+        if self.owner_id is not None:
+            # A literal, not a parameter: a partial index's predicate is part of its definition.
+            # The value went through uuid.UUID, and sql.Literal quotes it.
+            where = sql.SQL(" WHERE owner_id = {}::uuid").format(sql.Literal(str(uuid.UUID(str(self.owner_id)))))
+        return sql.SQL(
+            "CREATE INDEX {conc} {name} ON {table} USING {method} ({column} {opclass}) WITH ({args}){where}"
+        ).format(
+            where=where,
             conc=sql.SQL("CONCURRENTLY") if self.concurrently else sql.SQL(""),
             name=sql.Identifier(self.name),
             table=sql.Identifier(self.table),
@@ -92,47 +119,152 @@ class IndexSpec:
         )
 
 
+@dataclass
+class BuildRecord:
+    """A build this process started: its plan (memory, workers, warning) and its outcome."""
+
+    name: str
+    table: str
+    method: str
+    owner_id: uuid.UUID | None
+    plan: BuildPlan
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    state: Literal["building", "succeeded", "failed"] = "building"
+    finished_at: datetime | None = None
+    error: str | None = None
+    #: PostgreSQL notices of the build, e.g. pgvector's "hnsw graph no longer fits ...".
+    notices: list[str] = field(default_factory=list)
+    kind: Literal["create", "reindex"] = "create"
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "state": self.state,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "error": self.error,
+            "notices": list(self.notices),
+            **self.plan.as_dict(),
+        }
+
+
 class IndexBuilder:
-    """Runs builds in the background and keeps their outcome for this process's log."""
+    """Runs builds, rebuilds and warm-ups in the background and keeps their outcome for this
+    process (``records``, ``warmer.states``); other code starts a build with ``await start(spec)``."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, config: IndicesConfig | None = None) -> None:
         self.url = url
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.config = config or IndicesConfig()
+        self.records: dict[str, BuildRecord] = {}
+        self.warmer = Warmer(url)
+        self._tasks: set[asyncio.Task[Any]] = set()
 
-    async def start(self, spec: IndexSpec, visible_within: float = 10.0) -> None:
-        """Start the build and return once the index is in the catalog (as ``building``), so a
-        GET right after the POST finds it. A build that fails is logged, and CONCURRENTLY leaves the
-        failed index behind as ``invalid`` in the catalog, to be dropped."""
-        task = asyncio.create_task(self._build(spec), name=f"index {spec.name}")
+    def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def plan(self, spec: IndexSpec) -> BuildPlan:
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            rows = await count_rows(conn, spec.table, spec.owner_id)
+            dim = await column_dimension(conn, spec.table, spec.column)
+        return plan_build(spec.method, spec.arguments, rows, dim, self.config)
+
+    async def start(self, spec: IndexSpec, visible_within: float = 10.0) -> BuildRecord:
+        """Plan the build, start it, and return once the index is in the catalog (as ``building``),
+        so a GET right after the POST finds it; an owner's index is registered in tenant_indexes.
+        A build that fails is logged and kept in ``records``; CONCURRENTLY leaves the failed index
+        behind as ``invalid`` in the catalog, to be dropped (or repaired at the next start)."""
+        assert spec.name is not None, "validate first"
+        record = BuildRecord(spec.name, spec.table, spec.method, spec.owner_id, await self.plan(spec))
+        self.records[spec.name] = record
+        self.warmer.forget(spec.name)
+        task = record.task = self.spawn(self._build(spec, record), f"index {spec.name}")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + visible_within
         async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
-            while not task.done() and loop.time() < deadline:
+            while True:
                 cur = await conn.execute("SELECT 1 FROM pg_class WHERE relname = %s", (spec.name,))
-                if await cur.fetchone():
-                    return
+                visible = await cur.fetchone() is not None
+                if visible or task.done() or loop.time() > deadline:
+                    break
                 await asyncio.sleep(0.02)
+            if spec.owner_id is not None and visible:
+                await conn.execute(
+                    "INSERT INTO tenant_indexes (index_name, owner_id, measure) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (index_name) DO UPDATE SET owner_id = excluded.owner_id, measure = excluded.measure",
+                    (spec.name, spec.owner_id, spec.measure),
+                )
+        return record
 
-    async def _build(self, spec: IndexSpec) -> None:
-        log.info("building index %s", spec.name)
+    async def _build(self, spec: IndexSpec, record: BuildRecord) -> None:
+        await self._run(record, spec.ddl())
+
+    def begin_startup(self) -> None:
+        """The start-up routine (repair invalid indexes, warm valid ones) as a background task."""
+        from ragkeep.indices.startup import on_start
+
+        self.spawn(on_start(self), "index start-up")
+
+    async def reindex(self, name: str, table: str, method: str, arguments: dict[str, int]) -> BuildRecord:
+        """Rebuild an (invalid) index in place with REINDEX CONCURRENTLY, in the background."""
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            rows = await count_rows(conn, table)
+            dim = await column_dimension(conn, table, "embedding")
+        args = {"n_lists" if k == "lists" else k: v for k, v in arguments.items() if isinstance(v, int)}
+        record = BuildRecord(name, table, method, None, plan_build(method, args, rows, dim, self.config), kind="reindex")
+        self.records[name] = record
+        ddl = sql.SQL("REINDEX INDEX CONCURRENTLY {}").format(sql.Identifier(name))
+        record.task = self.spawn(self._run(record, ddl), f"reindex {name}")
+        return record
+
+    async def _run(self, record: BuildRecord, ddl: sql.Composable) -> None:
+        log.info(
+            "building index %s (%s): %d rows, estimate %.0f MB, maintenance_work_mem %d MB, %d parallel workers",
+            record.name, record.kind, record.plan.rows, record.plan.estimate_bytes / 2**20,
+            record.plan.maintenance_work_mem_mb, record.plan.parallel_workers,
+        )
         try:
             async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
-                await conn.execute(spec.ddl())
-            log.info("index %s is built", spec.name)
+                conn.add_notice_handler(lambda d: record.notices.append(d.message_primary or ""))
+                await apply_plan(conn, record.plan)
+                await conn.execute(ddl)
         except psycopg.Error as e:
             # CONCURRENTLY leaves an INVALID index behind on failure; the catalog shows it as such.
-            log.error("building index %s failed: %s; drop it with DELETE /v3/indices/%s/%s", spec.name, e,
-                      spec.table, spec.name)
+            record.state, record.error = "failed", str(e).strip()
+            log.error("building index %s failed: %s; drop it with DELETE /v3/indices/%s/%s", record.name,
+                      record.error, record.table, record.name)
+            return
+        finally:
+            record.finished_at = datetime.now(UTC)
+        record.state = "succeeded"
+        for notice in record.notices:
+            log.warning("index %s: %s", record.name, notice)
+        log.info("index %s is built", record.name)
+        if self.config.prewarm:
+            self.warmer.start(record.name)
+
+    def forget(self, name: str) -> None:
+        self.records.pop(name, None)
+        self.warmer.forget(name)
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """``build`` and ``warm`` of an index, as far as this process knows (else null)."""
+        record, warm = self.records.get(name), self.warmer.states.get(name)
+        return {"build": record.as_dict() if record else None, "warm": warm.as_dict() if warm else None}
 
     async def drain(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.warmer.drain()
 
 
 async def drop_index(url: str, name: str) -> None:
+    """Drop the index and its tenant_indexes entry (the planner must not pick a dropped index)."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name)))
+        await conn.execute("DELETE FROM tenant_indexes WHERE index_name = %s", (name,))

@@ -1,4 +1,6 @@
-"""Reading the vector indexes (HNSW, IVFFlat) that exist, from PostgreSQL's own catalogs."""
+"""Reading the vector indexes (HNSW, IVFFlat) that exist, from PostgreSQL's own catalogs: status,
+build progress (pg_stat_progress_create_index), the owner of a partial per-tenant index
+(tenant_indexes) and the share of each index in shared buffers (pg_buffercache)."""
 
 from __future__ import annotations
 
@@ -25,14 +27,19 @@ _COLUMNS = sql.SQL("""
             THEN 'building' ELSE 'invalid' END AS status,
        coalesce(s.idx_scan, 0) AS number_of_scans,
        coalesce(s.idx_tup_read, 0) AS tuples_read,
-       coalesce(s.idx_tup_fetch, 0) AS tuples_fetched""")
+       coalesce(s.idx_tup_fetch, 0) AS tuples_fetched,
+       pg_get_expr(i.indpred, i.indrelid) AS predicate,
+       t.owner_id,
+       p.phase AS progress_phase, p.tuples_done, p.tuples_total, p.blocks_done, p.blocks_total""")
 _FROM = sql.SQL("""pg_index i
 JOIN pg_class ic ON ic.oid = i.indexrelid
 JOIN pg_class tc ON tc.oid = i.indrelid
 JOIN pg_namespace n ON n.oid = ic.relnamespace
 JOIN pg_am am ON am.oid = ic.relam
 JOIN pg_opclass opc ON opc.oid = i.indclass[0]
-LEFT JOIN pg_stat_user_indexes s ON s.indexrelid = ic.oid""")
+LEFT JOIN pg_stat_user_indexes s ON s.indexrelid = ic.oid
+LEFT JOIN tenant_indexes t ON t.index_name = ic.relname
+LEFT JOIN LATERAL (SELECT * FROM pg_stat_progress_create_index pp WHERE pp.index_relid = ic.oid LIMIT 1) p ON true""")
 _WHERE = sql.SQL(
     "n.nspname = current_schema() AND am.amname = ANY(%(methods)s) "
     "AND (%(table)s::text IS NULL OR tc.relname = %(table)s) "
@@ -69,4 +76,63 @@ async def list_vector_indexes(
     )
     for r in rows:
         r["arguments"] = _arguments(r.pop("options"))
+        r["progress"] = _progress(r)
+    await _add_buffer_shares(conn, rows)
     return rows, total
+
+
+def _progress(r: dict[str, Any]) -> dict[str, Any] | None:
+    """The build's current phase and counters; ``percent`` of the current phase when PostgreSQL
+    gives a total (HNSW and IVFFlat report heap blocks while loading tuples)."""
+    values = {k: r.pop(k) for k in ("progress_phase", "tuples_done", "tuples_total", "blocks_done", "blocks_total")}
+    if values["progress_phase"] is None:
+        return None
+    percent = None
+    if values["blocks_total"]:
+        percent = round(100.0 * values["blocks_done"] / values["blocks_total"], 1)
+    elif values["tuples_total"]:
+        percent = round(100.0 * values["tuples_done"] / values["tuples_total"], 1)
+    return {
+        "phase": values["progress_phase"],
+        "tuples_done": values["tuples_done"],
+        "tuples_total": values["tuples_total"],
+        "blocks_done": values["blocks_done"],
+        "blocks_total": values["blocks_total"],
+        "percent": percent,
+    }
+
+
+async def has_extension(conn: psycopg.AsyncConnection, name: str) -> bool:
+    cur = await conn.execute("SELECT 1 FROM pg_extension WHERE extname = %s", (name,))
+    return await cur.fetchone() is not None
+
+
+_BUFFERS = """
+SELECT ic.relname,
+       count(b.bufferid) AS cached_blocks,
+       greatest(pg_relation_size(ic.oid) / current_setting('block_size')::bigint, 0) AS index_blocks
+FROM pg_class ic
+LEFT JOIN pg_buffercache b
+       ON b.relfilenode = pg_relation_filenode(ic.oid) AND b.relforknumber = 0
+      AND b.reldatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+WHERE ic.relname = ANY(%s) AND ic.relnamespace = current_schema()::regnamespace
+GROUP BY ic.relname, ic.oid"""
+
+
+async def _add_buffer_shares(conn: psycopg.AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """``shared_buffers``: {cached_blocks, index_blocks, share}; null without pg_buffercache."""
+    if not rows:
+        return
+    if not await has_extension(conn, "pg_buffercache"):
+        for r in rows:
+            r["shared_buffers"] = None
+        return
+    cur = await conn.execute(_BUFFERS, ([r["name"] for r in rows],))
+    found = {name: (int(cached), int(total)) for name, cached, total in await cur.fetchall()}
+    for r in rows:
+        cached, total = found.get(r["name"], (0, 0))
+        r["shared_buffers"] = {
+            "cached_blocks": cached,
+            "index_blocks": total,
+            "share": round(min(1.0, cached / total), 4) if total else None,
+        }

@@ -1,5 +1,6 @@
-"""``/v3/indices``: list, create, inspect and drop vector indexes (superuser only). Warming,
-progress and advice arrive with the rest of the index-lifecycle issue."""
+"""``/v3/indices``: list, create (optionally one owner's partial index), inspect, warm and drop
+vector indexes (superuser only). Each index carries its build progress, what this process knows
+of its build and warm-up, and its share in shared buffers."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from ragkeep.api.deps import Limit, Offset, ServicesDep, SuperuserDep
 from ragkeep.api.errors import ApiError
 from ragkeep.api.schemas import GenericMessage, PaginatedResults, Results
 from ragkeep.indices.build import IndexSpec, IndexSpecError, Measure, Method, drop_index
-from ragkeep.indices.catalog import list_vector_indexes
+from ragkeep.indices.catalog import has_extension, list_vector_indexes
+from ragkeep.indices.tenant import owner_from_filters
 
 router = APIRouter(prefix="/v3/indices", tags=["indices"])
 
@@ -56,7 +58,14 @@ async def list_indices(
             table = resolve_table(str(parsed["table_name"]))
     async with services.db.pool.connection() as conn:
         rows, total = await list_vector_indexes(conn, table=table, limit=limit, offset=offset)
-    return PaginatedResults(results=IndicesOut(indices=[IndexOut(index=r) for r in rows]), total_entries=total)
+    return PaginatedResults(
+        results=IndicesOut(indices=[IndexOut(index=_with_state(services, r)) for r in rows]), total_entries=total
+    )
+
+
+def _with_state(services: ServicesDep, row: dict[str, Any]) -> dict[str, Any]:
+    """Add ``build`` and ``warm``: what this process knows of the index (null otherwise)."""
+    return {**row, **services.indexes.describe(row["name"])}
 
 
 class IndexConfigIn(BaseModel):
@@ -72,12 +81,24 @@ class IndexConfigIn(BaseModel):
     name: str | None = None
     index_column: str | None = None
     concurrently: bool = True
+    #: One owner: build a partial index over that owner's rows (tenant promotion).
+    filters: Any = None
 
 
 class IndexCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     config: IndexConfigIn = Field(default_factory=IndexConfigIn)
+    filters: Any = None
+
+
+class IndexCreated(BaseModel):
+    """R2R's message, plus the name and the build plan (memory estimate, settings, warning)."""
+
+    message: str
+    index_name: str
+    owner_id: str | None = None
+    build: dict[str, Any]
 
 
 async def _one(services: ServicesDep, table: str, name: str) -> dict[str, Any]:
@@ -85,14 +106,17 @@ async def _one(services: ServicesDep, table: str, name: str) -> dict[str, Any]:
         rows, _ = await list_vector_indexes(conn, table=resolve_table(table), name=name, limit=1)
     if not rows:
         raise ApiError(404, f"no vector index {name!r} on table {table!r}")
-    return rows[0]
+    return _with_state(services, rows[0])
 
 
-@router.post("", response_model=Results[GenericMessage], status_code=202)
-async def create_index(body: IndexCreate, _: SuperuserDep, services: ServicesDep) -> Results[GenericMessage]:
+@router.post("", response_model=Results[IndexCreated], status_code=202)
+async def create_index(body: IndexCreate, _: SuperuserDep, services: ServicesDep) -> Results[IndexCreated]:
     c = body.config
     method = "hnsw" if c.index_method == "auto" else c.index_method
+    if body.filters is not None and c.filters is not None and body.filters != c.filters:
+        raise ApiError(422, "filters: given both at the top level and in config, differently; give it once")
     try:
+        owner = owner_from_filters(body.filters if body.filters is not None else c.filters)
         spec = IndexSpec(
             method=method,
             measure=c.index_measure,
@@ -101,6 +125,7 @@ async def create_index(body: IndexCreate, _: SuperuserDep, services: ServicesDep
             name=c.index_name or c.name,
             arguments=dict(c.index_arguments or {}),
             concurrently=c.concurrently,
+            owner_id=owner,
         ).validated()
     except IndexSpecError as e:
         raise ApiError(422, str(e)) from None
@@ -108,8 +133,37 @@ async def create_index(body: IndexCreate, _: SuperuserDep, services: ServicesDep
         cur = await conn.execute("SELECT 1 FROM pg_class WHERE relname = %s", (spec.name,))
         if await cur.fetchone():
             raise ApiError(409, f"index_name: a relation named {spec.name!r} already exists")
-    await services.indexes.start(spec)
-    return Results(results=GenericMessage(message=f"Index {spec.name} is being built; GET /v3/indices shows its status."))
+        if owner is not None:
+            cur = await conn.execute("SELECT 1 FROM users WHERE id = %s", (owner,))
+            if await cur.fetchone() is None:
+                raise ApiError(404, f"filters: no user with id {owner}")
+    record = await services.indexes.start(spec)
+    message = f"Index {spec.name} is being built; GET /v3/indices shows its status."
+    if record.plan.warning:
+        message += f" Warning: {record.plan.warning}"
+    return Results(
+        results=IndexCreated(
+            message=message,
+            index_name=spec.name,  # type: ignore[arg-type]
+            owner_id=str(owner) if owner else None,
+            build=record.as_dict(),
+        )
+    )
+
+
+@router.post("/{table_name}/{index_name}/warm", response_model=Results[IndexOut])
+async def warm_index(table_name: str, index_name: str, _: SuperuserDep, services: ServicesDep) -> Results[IndexOut]:
+    """Load the index into shared buffers now (pg_prewarm); answers when it is warm."""
+    row = await _one(services, table_name, index_name)
+    if row["status"] != "valid":
+        raise ApiError(409, f"index {index_name!r} is {row['status']}, not valid; only a valid index can be warmed")
+    async with services.db.pool.connection() as conn:
+        if not await has_extension(conn, "pg_prewarm"):
+            raise ApiError(503, "the pg_prewarm extension is not installed in this database; CREATE EXTENSION pg_prewarm")
+    state = await services.indexes.warmer.warm(index_name)
+    if state.state == "failed":
+        raise ApiError(500, f"warming {index_name} failed: {state.error}")
+    return Results(results=IndexOut(index=await _one(services, table_name, index_name)))
 
 
 @router.get("/{table_name}/{index_name}", response_model=Results[IndexOut])
@@ -122,4 +176,5 @@ async def delete_index(table_name: str, index_name: str, _: SuperuserDep, servic
     """R2R answers a message here, not ``{success}``; so do we."""
     await _one(services, table_name, index_name)  # only vector indexes of known tables may be dropped
     await drop_index(services.db.url, index_name)
+    services.indexes.forget(index_name)
     return Results(results=GenericMessage(message=f"Index {index_name} dropped."))

@@ -1,0 +1,206 @@
+"""``ragkeep index``: create (with a progress bar until the index is valid), list, warm and drop
+vector indexes through the server's ``/v3/indices`` (superuser credentials, as ``connect()`` finds them).
+
+Exit codes as for the rest of the CLI: 0 success, 1 the server refused or the build failed,
+2 a usage error (bad option, a 422 from the server).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from ragkeep.cli.main import ApiKey, BaseUrl, Connection, Email, Password, connect, err, fail, out
+
+if TYPE_CHECKING:
+    from ragkeep.client import Client
+
+app = typer.Typer(name="index", help="Vector indexes: create, list, warm, drop.", no_args_is_help=True)
+
+
+def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    from ragkeep.client import RagkeepError
+
+    try:
+        return fn(*args, **kwargs)
+    except RagkeepError as e:
+        if not e.status_code:
+            fail(e.message)
+        fail(f"{what} failed: {e.message} (HTTP {e.status_code})", 2 if e.status_code == 422 else 1)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return ""
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return ""
+
+
+def wait_until_valid(client: Client, table: str, name: str, poll: float = 0.5) -> dict[str, Any]:
+    """Poll the index and draw its build progress until it is valid; exit 1 if the build failed."""
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+        console=err(),
+        transient=True,
+    ) as progress:
+        task = progress.add_task(f"{name}: starting", total=100)
+        while True:
+            ix = _call("reading the index", client.indices.retrieve, name, table)["results"]["index"]
+            build = ix.get("build") or {}
+            if ix["status"] == "valid" and build.get("state") != "building":
+                progress.update(task, completed=100, description=f"{name}: valid")
+                return ix
+            if ix["status"] == "invalid" or build.get("state") == "failed":
+                progress.stop()
+                reason = build.get("error") or "the build stopped and left an INVALID index"
+                fail(f"building {name} failed: {reason}. Drop it with: ragkeep index drop {table} {name}")
+            p = ix.get("progress") or {}
+            desc = f"{name}: {p.get('phase') or ix['status']}"
+            if p.get("tuples_done"):
+                desc += f" ({p['tuples_done']:,} tuples)"
+            progress.update(task, description=desc, completed=p.get("percent") or 0)
+            time.sleep(poll)
+
+
+@app.command()
+def create(
+    method: Annotated[str, typer.Option(help="hnsw, ivfflat or auto.")] = "hnsw",
+    measure: Annotated[
+        str, typer.Option(help="cosine_distance, l2_distance, max_inner_product or l1_distance.")
+    ] = "cosine_distance",
+    m: Annotated[int | None, typer.Option("--m", help="HNSW: links per node (2-100, default 16).")] = None,
+    ef_construction: Annotated[
+        int | None, typer.Option("--ef-construction", help="HNSW: candidate list while building (default 64).")
+    ] = None,
+    n_lists: Annotated[int | None, typer.Option("--n-lists", help="IVFFlat: number of lists (default 100).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Index name (default: R2R's format).")] = None,
+    table: Annotated[str, typer.Option("--table", help="The table: vectors (alias chunks).")] = "vectors",
+    owner: Annotated[
+        str | None, typer.Option("--owner", help="Build a partial index over this user's vectors only (a UUID).")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Show progress until the index is valid.")] = False,
+    base_url: BaseUrl = None,
+    api_key: ApiKey = None,
+    email: Email = None,
+    password: Password = None,
+) -> None:
+    """Start building a vector index (in the background on the server)."""
+    arguments: dict[str, int] = {}
+    for key, value in (("m", m), ("ef_construction", ef_construction), ("n_lists", n_lists)):
+        if value is not None:
+            arguments[key] = value
+    config: dict[str, Any] = {"table_name": table, "index_method": method, "index_measure": measure}
+    if arguments:
+        config["index_arguments"] = arguments
+    if name:
+        config["index_name"] = name
+    filters = None
+    if owner is not None:
+        try:
+            filters = {"owner_id": {"$eq": str(uuid.UUID(owner))}}
+        except ValueError:
+            fail(f"--owner: not a valid UUID: {owner!r}", 2)
+    client = connect(Connection(base_url, api_key, email, password))
+    with client:
+        created = _call("creating the index", client.indices.create, config, filters=filters)["results"]
+        index_name = created.get("index_name") or created["message"].split()[1]
+        plan = created.get("build") or {}
+        if plan:
+            err().print(
+                Text(
+                    f"{plan.get('rows', 0):,} rows, graph estimate {_size(plan.get('estimate_bytes'))}, "
+                    f"maintenance_work_mem {plan.get('maintenance_work_mem_mb')} MB, "
+                    f"{plan.get('parallel_workers')} parallel workers",
+                    style="dim",
+                )
+            )
+        if plan.get("warning"):
+            err().print(Text(f"warning: {plan['warning']}", style="yellow"), soft_wrap=True)
+        if not wait:
+            out().print(f"building {index_name}; follow it with: ragkeep index list")
+            return
+        ix = wait_until_valid(client, table, index_name)
+    out().print(Text(f"{index_name} is valid ({_size(ix.get('size_in_bytes'))})", style="bold green"))
+
+
+@app.command("list")
+def list_(
+    base_url: BaseUrl = None,
+    api_key: ApiKey = None,
+    email: Email = None,
+    password: Password = None,
+) -> None:
+    """The vector indexes: status, progress, size, owner, warm state and share in shared buffers."""
+    client = connect(Connection(base_url, api_key, email, password))
+    with client:
+        rows = [i["index"] for i in _call("listing indexes", client.indices.list)["results"]["indices"]]
+    if not rows:
+        out().print("no vector indexes")
+        return
+    table = Table()
+    for col in ("name", "table", "method", "arguments", "status", "size", "owner", "warm", "in buffers"):
+        table.add_column(col, overflow="fold")
+    for ix in rows:
+        status = ix["status"]
+        if ix.get("progress"):
+            p = ix["progress"]
+            pct = "" if p.get("percent") is None else f", {p['percent']}%"
+            status += f" ({p['phase']}{pct})"
+        warm = (ix.get("warm") or {}).get("state") or ""
+        buffers = ix.get("shared_buffers")
+        share = "n/a" if buffers is None or buffers.get("share") is None else f"{100 * buffers['share']:.0f}%"
+        args = ", ".join(f"{k}={v}" for k, v in (ix.get("arguments") or {}).items())
+        style = {"valid": "green", "building": "yellow", "invalid": "red"}.get(ix["status"], "")
+        table.add_row(
+            ix["name"], ix["table_name"], ix["method"], args, Text(status, style=style),
+            _size(ix.get("size_in_bytes")), str(ix.get("owner_id") or ""), warm, share,
+        )
+    out().print(table)
+
+
+@app.command()
+def warm(
+    table: Annotated[str, typer.Argument(help="The table (vectors).")],
+    name: Annotated[str, typer.Argument(help="The index name.")],
+    base_url: BaseUrl = None,
+    api_key: ApiKey = None,
+    email: Email = None,
+    password: Password = None,
+) -> None:
+    """Load an index into shared buffers now (pg_prewarm)."""
+    client = connect(Connection(base_url, api_key, email, password))
+    with client:
+        ix = _call("warming the index", client.indices.warm, name, table)["results"]["index"]
+    state = ix.get("warm") or {}
+    buffers = ix.get("shared_buffers") or {}
+    share = "" if buffers.get("share") is None else f", {100 * buffers['share']:.0f}% in shared buffers"
+    out().print(Text(f"{name} is warm ({state.get('blocks')} blocks loaded{share})", style="bold green"))
+
+
+@app.command()
+def drop(
+    table: Annotated[str, typer.Argument(help="The table (vectors).")],
+    name: Annotated[str, typer.Argument(help="The index name.")],
+    base_url: BaseUrl = None,
+    api_key: ApiKey = None,
+    email: Email = None,
+    password: Password = None,
+) -> None:
+    """Drop a vector index (and its per-user registration, for a partial index)."""
+    client = connect(Connection(base_url, api_key, email, password))
+    with client:
+        resp = _call("dropping the index", client.indices.delete, name, table)
+    out().print(resp["results"]["message"])
