@@ -10,14 +10,19 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import psycopg
 
 import httpx
 import uvicorn
 
 from ragkeep.api.app import create_app
 from ragkeep.config import Settings
+from ragkeep.db.database import prepare_schema
 
 ADMIN_EMAIL = "admin@ragkeep.test"
 ADMIN_PASSWORD = "admin-password-for-tests"
@@ -38,6 +43,22 @@ def make_settings(home: Path, database_url: str | None, **sections: dict) -> Set
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
     return Settings.model_validate(data)
+
+
+@contextmanager
+def fresh_database(pg_url: str, dimension: int, model: str) -> Iterator[str]:
+    """A database of its own on the session's server, migrated, dropped afterwards: for tests whose
+    answer depends on everything in the database (advice, promotion)."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    url = pg_url.replace("/ragkeep?", f"/{name}?")
+    try:
+        prepare_schema(url, dimension, model)
+        yield url
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 class ServerThread:

@@ -73,3 +73,23 @@ def test_a_failed_build_exits_1_with_the_reason(base_url: str, server, make_user
         builder.config = saved
         with psycopg.connect(settings.database.url, autocommit=True) as conn:
             conn.execute(f"DROP INDEX IF EXISTS {name}")
+
+
+def test_advise_prints_the_servers_advice(base_url: str, admin, make_user, settings, tmp_path: Path) -> None:
+    user = make_user("ixadvise")
+    assert user.client.post("/v3/documents", data={"raw_text": "Glaciers carve valleys. " * 30}).status_code == 201
+    assert user.client.post("/v3/retrieval/search", json={"query": "ice"}).status_code == 200
+    assert user.client.get("/v3/indices/advice").status_code == 403
+    r = admin.get("/v3/indices/advice")
+    assert r.status_code == 200, r.text
+    advice = r.json()["results"]
+    with psycopg.connect(settings.database.url) as conn:
+        total, mx = conn.execute("SELECT sum(chunk_count), max(chunk_count) FROM owner_stats").fetchone()
+    assert advice["vectors"]["total"] == total and advice["vectors"]["per_user"]["max"] == mx
+    assert advice["traffic"]["searches"] >= 1  # the route flushes this replica's activity first
+    assert advice["recommendation"]["action"] in ("none", "partial", "global")
+    r = run(["index", "advise"], tmp_path, base_url)
+    assert r.exit_code == 0, r.output
+    assert f"{total:,} vectors over" in r.stdout and f"recommendation: {advice['recommendation']['action']}" in r.stdout
+    r = run(["index", "advise", "--json"], tmp_path, base_url)
+    assert r.exit_code == 0 and '"exact_threshold": 20000' in r.stdout

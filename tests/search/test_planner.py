@@ -16,7 +16,7 @@ from pgvector.psycopg import register_vector_async
 
 from ragkeep.config import SearchConfig
 from ragkeep.search.filters import compile_filters
-from ragkeep.search.planner import filtered_owner
+from ragkeep.search.planner import filtered_owner, invalidate_directory
 from ragkeep.search.queries import Kind, Strategy
 from ragkeep.search.scope import Scope
 from ragkeep.search.service import IndexParams, SearchOutcome, run_search
@@ -40,12 +40,14 @@ def data(base_url, settings) -> Iterator[dict[str, Any]]:
     add_chunks(url, small.id, unit(rng, SMALL, centres[8:10]))
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"CREATE INDEX {GLOBAL} ON chunks USING hnsw (embedding vector_cosine_ops)")
+    invalidate_directory()  # indexes made behind ragkeep's back are otherwise seen within DIRECTORY_TTL
     queries = unit(rng, 5, centres[:8], spread=0.5)
     yield {"url": url, "large": large, "small": small, "queries": queries}
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"DROP INDEX IF EXISTS {GLOBAL}")
         conn.execute(f"DROP INDEX IF EXISTS {OWNER}")
         conn.execute("DELETE FROM tenant_indexes WHERE index_name = %s", (OWNER,))
+    invalidate_directory()
     large.client.close()
     small.client.close()
 
@@ -174,6 +176,7 @@ def test_promoted_owner_uses_its_partial_index_even_after_many_executions(data) 
         )
         conn.execute("INSERT INTO tenant_indexes (index_name, owner_id, measure) VALUES (%s, %s, 'cosine_distance')",
                      (OWNER, large.id))
+    invalidate_directory()
     out = search(url, Scope(large.id), q, explain=True)
     assert out.plan.strategy is Strategy.OWNER_INDEX
     assert index_scans(out.explain) == [OWNER]
@@ -193,6 +196,7 @@ def test_promoted_owner_uses_its_partial_index_even_after_many_executions(data) 
     # An invalid (or dropped) index is not chosen.
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"DROP INDEX {OWNER}")
+    invalidate_directory()
     assert search(url, Scope(large.id), q).plan.strategy is Strategy.ITERATIVE
 
 

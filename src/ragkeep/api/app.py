@@ -18,9 +18,11 @@ from ragkeep.config import Settings, load_settings
 from ragkeep.db.database import open_database
 from ragkeep.embeddings import create_provider
 from ragkeep.indices.build import IndexBuilder
+from ragkeep.indices.promotion import AutoPromoter
 from ragkeep.ingest.pipeline import Ingestor
 from ragkeep.ingest.store import fail_interrupted
 from ragkeep.maintenance import Maintenance
+from ragkeep.monitoring.searches import SearchRecorder
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +47,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ingestor = Ingestor(db.pool, embedder, settings.ingestion)
             indexes = IndexBuilder(db.url, settings.indices)
             indexes.begin_startup()  # repair invalid vector indexes, then warm them (background)
-            app.state.services = Services(settings, db, embedder, tokens, ingestor, indexes)
+            promoter = AutoPromoter(settings, indexes)
+            promoter.start()  # when [indices] auto_promote_threshold is set
+            searches = SearchRecorder(db.pool)
+            searches.start()
+            app.state.services = Services(settings, db, embedder, tokens, ingestor, indexes, searches)
             app.state.services.maintenance = maintenance = Maintenance(settings.database.maintenance, db.url)
             maintenance.start()  # every replica schedules; maintenance_runs lets one run each tick
             where = f"embedded PostgreSQL in {settings.pgdata}" if db.is_embedded else "external PostgreSQL"
             log.info("ragkeep %s ready on %s with %s", __version__, where, embedder.model_name)
             yield
+            await promoter.stop()
             await maintenance.stop()
             await ingestor.drain()
             await indexes.drain()
+            await searches.stop()
         finally:
             await db.close()
             await embedder.aclose()

@@ -12,6 +12,7 @@ from ragkeep.embeddings import EmbeddingProvider
 from ragkeep.indices.build import IndexBuilder
 from ragkeep.ingest.pipeline import Ingestor
 from ragkeep.maintenance import Maintenance
+from ragkeep.monitoring.searches import SearchRecorder
 
 
 @dataclass
@@ -22,5 +23,6 @@ class Services:
     tokens: TokenIssuer
     ingestor: Ingestor
     indexes: IndexBuilder
+    searches: SearchRecorder
     started_at: float = field(default_factory=time.time)
     maintenance: Maintenance | None = None

@@ -204,3 +204,55 @@ def drop(
     with client:
         resp = _call("dropping the index", client.indices.delete, name, table)
     out().print(resp["results"]["message"])
+
+
+@app.command()
+def advise(
+    base_url: BaseUrl = None,
+    api_key: ApiKey = None,
+    email: Email = None,
+    password: Password = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the server's answer as JSON.")] = False,
+) -> None:
+    """Do you need vector indexes? The vectors, the traffic, and what to build when."""
+    client = connect(Connection(base_url, api_key, email, password))
+    with client:
+        a = _call("asking for advice", client.indices.advice)["results"]
+    if json_output:
+        out().print_json(data=a)
+        return
+    v, t, rec = a["vectors"], a["traffic"], a["recommendation"]
+    pu = v["per_user"]
+    out().print(
+        f"{v['total']:,} vectors over {v['users']:,} users; per user p50 {pu['p50']:,}, p99 {pu['p99']:,}, "
+        f"max {pu['max']:,}; exact-scan threshold {a['exact_threshold']:,}"
+    )
+    out().print(
+        f"last {t['days']} days: {t['searches']:,} searches, {100 * t['cross_user_share']:.0f}% across users, "
+        f"exact scans ~{t['exact_ms_per_1000_vectors']:.2f} ms per 1,000 vectors"
+    )
+    if t["by_scope_size"]:
+        table = Table(title="observed latency by scope size (semantic and hybrid)")
+        for col in ("vectors in scope", "strategy", "searches", "mean ms", "p95 ms"):
+            table.add_column(col, justify="right")
+        for r in t["by_scope_size"]:
+            lo, hi = r["scope_vectors"]
+            p95 = "" if r["p95_ms"] is None else f"<= {r['p95_ms']:g}"
+            table.add_row(f"{lo:,}-{hi:,}", r["strategy"], f"{r['searches']:,}", f"{r['mean_ms']:.1f}", p95)
+        out().print(table)
+    style = {"none": "green", "partial": "yellow", "global": "yellow"}[rec["action"]]
+    out().print(Text(f"recommendation: {rec['action']}", style=f"bold {style}") + Text(f" - {rec['reason']}"))
+    if rec["builds"]:
+        table = Table(title=f"builds to run at {rec['when']}")
+        for col in ("scope", "user", "vectors", "m", "ef_construction", "memory", "build time"):
+            table.add_column(col)
+        for b in rec["builds"]:
+            table.add_row(b["scope"], b["email"] or "", f"{b['vectors']:,}", str(b["m"]), str(b["ef_construction"]),
+                          _size(b["memory_bytes"]), f"~{b['build_seconds']:,} s")
+        out().print(table)
+        first = rec["builds"][0]
+        owner = f" --owner {first['user_id']}" if first["user_id"] else ""
+        out().print(f"start one with: ragkeep index create --m {first['m']} "
+                    f"--ef-construction {first['ef_construction']}{owner} --wait")
+    if rec["unneeded_indexes"]:
+        out().print(f"indexes no search needs now: {', '.join(rec['unneeded_indexes'])}")

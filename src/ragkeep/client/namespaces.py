@@ -471,6 +471,10 @@ class Indices(_Namespace[R_co]):
             body["filters"] = _jsonable(filters)
         return self._send(Request("POST", "/v3/indices", json=body))
 
+    def advice(self) -> R_co:
+        """Whether vector indexes are needed, which, and when to build them (live data)."""
+        return self._send(Request("GET", "/v3/indices/advice"))
+
     def warm(self, index_name: str, table_name: str = "vectors") -> R_co:
         """Load the index into shared buffers now (pg_prewarm); returns the index once warm."""
         return self._send(

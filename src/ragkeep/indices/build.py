@@ -25,6 +25,7 @@ from psycopg import sql
 from ragkeep.config import IndicesConfig
 from ragkeep.indices.memory import BuildPlan, apply_plan, column_dimension, count_rows, plan_build
 from ragkeep.indices.warm import Warmer
+from ragkeep.search.planner import invalidate_directory
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +244,7 @@ class IndexBuilder:
         for notice in record.notices:
             log.warning("index %s: %s", record.name, notice)
         log.info("index %s is built", record.name)
+        invalidate_directory()  # this process's searches use it from now; other replicas within seconds
         if self.config.prewarm:
             self.warmer.start(record.name)
 
@@ -268,3 +270,4 @@ async def drop_index(url: str, name: str) -> None:
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name)))
         await conn.execute("DELETE FROM tenant_indexes WHERE index_name = %s", (name,))
+    invalidate_directory()

@@ -4,11 +4,13 @@ Exact scans cost time linear in the scope (about a microsecond or two per vector
 every true neighbour; HNSW answers large scopes in milliseconds but, filtered to one tenant,
 PostgreSQL's plain index plan comes back short or wrong. So: exact below a threshold, the owner's
 own partial index where one exists, else the global index with an iterative scan. Scope sizes come
-from ``owner_stats`` (kept exact by triggers), not from counting rows per query.
+from ``owner_stats`` (kept exact by triggers; one primary-key lookup per search), not from counting
+rows per query; which indexes exist comes from a directory refreshed every few seconds.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,34 +23,76 @@ from ragkeep.search.scope import Scope
 
 _OWNER_KEYS = ("owner_id", "user_id")
 
-# One round trip: the scope's vector count, whether the owner has a valid partial index, whether a
-# valid global cosine index exists. Shared collections are counted only up to the threshold: the
-# planner needs to know "above or below", and that bound keeps the count cheap.
-_PLAN_SQL = """
-SELECT
-  CASE WHEN %(all)s THEN (SELECT coalesce(sum(chunk_count), 0)::bigint FROM owner_stats)
-       ELSE coalesce((SELECT chunk_count FROM owner_stats WHERE owner_id = %(owner)s), 0) END
-  + CASE WHEN %(collections)s::uuid[] IS NULL THEN 0
-         ELSE (SELECT count(*) FROM (SELECT 1 FROM chunks
-               WHERE collection_ids && %(collections)s::uuid[] AND owner_id <> %(owner)s
-               LIMIT %(cap)s) shared) END AS scope_size,
-  %(index_owner)s::uuid IS NOT NULL AND EXISTS (
-      SELECT 1 FROM tenant_indexes t
-      JOIN pg_class ic ON ic.relname = t.index_name AND ic.relnamespace = current_schema()::regnamespace
-      JOIN pg_index i ON i.indexrelid = ic.oid
-      WHERE t.owner_id = %(index_owner)s AND t.measure = 'cosine_distance' AND i.indisvalid
-  ) AS owner_index,
-  EXISTS (
-      SELECT 1 FROM pg_index i
-      JOIN pg_class ic ON ic.oid = i.indexrelid
-      JOIN pg_am am ON am.oid = ic.relam
-      JOIN pg_opclass opc ON opc.oid = i.indclass[0]
-      WHERE i.indrelid = 'chunks'::regclass AND i.indpred IS NULL AND i.indisvalid
-        AND am.amname IN ('hnsw', 'ivfflat') AND opc.opcname = 'vector_cosine_ops'
-  ) AS global_index,
-  CASE WHEN %(narrow)s::uuid IS NULL THEN NULL
-       ELSE coalesce((SELECT chunk_count FROM owner_stats WHERE owner_id = %(narrow)s), 0) END AS narrow_size
+#: How long the index directory is trusted. Builds and drops made by this process refresh it at
+#: once; another replica's are seen within this many seconds (until then the plan may name an
+#: index that is gone, which costs speed, never results: PostgreSQL plans what exists, and a short
+#: answer falls back to the exact scan).
+DIRECTORY_TTL = 2.0
+
+# Which vector indexes can serve a cosine search: the valid global ones, and owners' partial ones.
+# Planning this catalog join costs ~1 ms, more than a small search: it runs once per TTL, not per search.
+_DIRECTORY_SQL = """
+SELECT t.owner_id, i.indpred IS NULL AS global
+FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid
+JOIN pg_am am ON am.oid = ic.relam
+JOIN pg_opclass opc ON opc.oid = i.indclass[0]
+LEFT JOIN tenant_indexes t ON t.index_name = ic.relname AND t.measure = 'cosine_distance'
+WHERE i.indrelid = 'chunks'::regclass AND i.indisvalid
+  AND am.amname IN ('hnsw', 'ivfflat') AND opc.opcname = 'vector_cosine_ops'
 """
+_TOTAL_SQL = "SELECT coalesce(sum(chunk_count), 0)::bigint FROM owner_stats"
+# Owners above the threshold are few (they are the ones an index is for); everyone else is known
+# to be at most the threshold without a query.
+_LARGE_SQL = "SELECT owner_id, chunk_count FROM owner_stats WHERE chunk_count > %s"
+COUNT_SQL = "SELECT coalesce((SELECT chunk_count FROM owner_stats WHERE owner_id = %s), 0)::bigint"
+# The caller's own vectors plus those shared through collections, the latter counted only up to
+# the threshold: the planner needs "above or below", and the bound keeps the count cheap.
+_SHARED_SQL = """
+SELECT coalesce((SELECT chunk_count FROM owner_stats WHERE owner_id = %(owner)s), 0)::bigint
+     + (SELECT count(*) FROM (SELECT 1 FROM chunks WHERE collection_ids && %(collections)s::uuid[]
+                              AND owner_id <> %(owner)s LIMIT %(cap)s) shared)
+"""
+
+
+@dataclass(frozen=True)
+class IndexDirectory:
+    """What the planner knows without a query: usable indexes, total vectors, the large owners."""
+
+    global_index: bool
+    owners: frozenset[uuid.UUID]
+    total_vectors: int
+    large: dict[uuid.UUID, int]
+    at: float
+
+
+_directories: dict[tuple[str, str, str, int], IndexDirectory] = {}
+
+
+def invalidate_directory() -> None:
+    """Forget what is known about indexes (after a build or a drop in this process)."""
+    _directories.clear()
+
+
+async def index_directory(conn: psycopg.AsyncConnection, threshold: int) -> IndexDirectory:
+    info = conn.info
+    key = (info.host, str(info.port), info.dbname, threshold)
+    now = time.monotonic()
+    found = _directories.get(key)
+    if found is not None and now - found.at < DIRECTORY_TTL:
+        return found
+    rows = await (await conn.execute(_DIRECTORY_SQL)).fetchall()
+    total = (await (await conn.execute(_TOTAL_SQL)).fetchone())[0]  # type: ignore[index]
+    large = await (await conn.execute(_LARGE_SQL, (threshold,))).fetchall()
+    found = IndexDirectory(
+        global_index=any(r[1] for r in rows),
+        owners=frozenset(r[0] for r in rows if r[0] is not None),
+        total_vectors=int(total),
+        large={r[0]: int(r[1]) for r in large},
+        at=now,
+    )
+    _directories[key] = found
+    return found
 
 
 @dataclass(frozen=True)
@@ -60,6 +104,9 @@ class Plan:
     scope_size: int
     #: Ran the exact scan after an index scan came back short.
     fallback: bool = False
+    #: The scope is this owner's rows, known to be at most the threshold: the search counts them
+    #: in the same round trip (for the metrics), instead of the planner before it.
+    count_owner: uuid.UUID | None = None
 
     def with_fallback(self) -> Plan:
         return replace(self, strategy=Strategy.EXACT, fallback=True)
@@ -90,31 +137,29 @@ def filtered_owner(filters: dict[str, Any]) -> uuid.UUID | None:
 async def plan_search(
     conn: psycopg.AsyncConnection, scope: Scope, filters: dict[str, Any], config: SearchConfig
 ) -> Plan:
+    """Decide without a query where possible: the directory knows the large owners, so a search
+    over one small owner's rows (most searches) costs no planning round trip."""
+    threshold = config.exact_threshold
+    directory = await index_directory(conn, threshold)
     narrow = filtered_owner(filters)
     # A partial index serves a query only if its predicate (owner_id = X) follows from the WHERE
     # clause: a single-owner scope, or an owner filter.
-    index_owner = narrow or (scope.owner_id if scope.is_single_owner else None)
-    cur = await conn.execute(
-        _PLAN_SQL,
-        {
-            "all": scope.owner_id is None,
-            "owner": scope.owner_id,
-            "collections": list(scope.collection_ids) or None,
-            "cap": config.exact_threshold + 1,
-            "narrow": narrow,
-            "index_owner": index_owner,
-        },
-        prepare=True,
-    )
-    row = await cur.fetchone()
-    assert row is not None
-    scope_size, owner_index, global_index, narrow_size = row
-    if narrow is not None:
-        scope_size = min(scope_size, narrow_size)
-    if scope_size <= config.exact_threshold:
-        return Plan(Strategy.EXACT, scope_size)
-    if owner_index:
-        return Plan(Strategy.OWNER_INDEX, scope_size)
-    if global_index:
-        return Plan(Strategy.ITERATIVE if config.iterative_scan != "off" else Strategy.INDEX, scope_size)
-    return Plan(Strategy.EXACT, scope_size)
+    one_owner = narrow or (scope.owner_id if scope.is_single_owner else None)
+    if one_owner is not None:
+        size = directory.large.get(one_owner)
+        if size is None:
+            return Plan(Strategy.EXACT, 0, count_owner=one_owner)
+    elif scope.owner_id is None:
+        size = directory.total_vectors
+    else:  # own rows plus shared collections
+        size = directory.large.get(scope.owner_id)
+        if size is None:
+            params = {"owner": scope.owner_id, "collections": list(scope.collection_ids), "cap": threshold + 1}
+            size = int((await (await conn.execute(_SHARED_SQL, params, prepare=True)).fetchone())[0])  # type: ignore[index]
+    if size <= threshold:
+        return Plan(Strategy.EXACT, size)
+    if one_owner in directory.owners:
+        return Plan(Strategy.OWNER_INDEX, size)
+    if directory.global_index:
+        return Plan(Strategy.ITERATIVE if config.iterative_scan != "off" else Strategy.INDEX, size)
+    return Plan(Strategy.EXACT, size)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -12,7 +12,7 @@ from psycopg.rows import dict_row
 
 from ragkeep.config import SearchConfig
 from ragkeep.search.filters import CompiledFilter
-from ragkeep.search.planner import Plan, plan_search
+from ragkeep.search.planner import COUNT_SQL, Plan, plan_search
 from ragkeep.search.queries import Kind, Strategy, build_search_sql
 from ragkeep.search.scope import Scope
 
@@ -147,10 +147,16 @@ async def run_search(
             semantic_weight=float(h.semantic_weight),
             full_text_weight=float(h.full_text_weight),
         )
-    if plan.strategy.uses_index:
-        await _apply_index_settings(conn, config, index)
     plans: list[Any] | None = [] if explain else None
-    rows, found = await _execute(conn, kind, scope, filters, plan.strategy, params, plans)
+    # One round trip: the index settings and the scope count (when the planner left it to the
+    # search) are pipelined with the search itself.
+    async with conn.pipeline():
+        if plan.strategy.uses_index:
+            await _apply_index_settings(conn, config, index)
+        count = await conn.execute(COUNT_SQL, (plan.count_owner,), prepare=True) if plan.count_owner else None
+        rows, found = await _execute(conn, kind, scope, filters, plan.strategy, params, plans)
+        if count is not None:
+            plan = replace(plan, scope_size=int((await count.fetchone())[0]))  # type: ignore[index]
     if plan.strategy.uses_index and config.exact_fallback and found is not None and found < wanted:
         # Short: the index ran out (filters too selective for max_scan_tuples, or a plain index
         # plan). Only the exact scan can tell "fewer rows match" from "the index missed them".

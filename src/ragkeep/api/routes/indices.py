@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ragkeep.api.deps import Limit, Offset, ServicesDep, SuperuserDep
 from ragkeep.api.errors import ApiError
 from ragkeep.api.schemas import GenericMessage, PaginatedResults, Results
+from ragkeep.indices.advice import advise
 from ragkeep.indices.build import IndexSpec, IndexSpecError, Measure, Method, drop_index
 from ragkeep.indices.catalog import has_extension, list_vector_indexes
 from ragkeep.indices.tenant import owner_from_filters
@@ -149,6 +150,14 @@ async def create_index(body: IndexCreate, _: SuperuserDep, services: ServicesDep
             build=record.as_dict(),
         )
     )
+
+
+@router.get("/advice", response_model=Results[dict[str, Any]])
+async def advice(_: SuperuserDep, services: ServicesDep) -> Results[dict[str, Any]]:
+    """Do you need vector indexes? From live vector counts and the last 7 days of searches."""
+    await services.searches.flush()  # include this replica's latest searches
+    async with services.db.pool.connection() as conn:
+        return Results(results=await advise(conn, services.settings, services.embedder.dimension))
 
 
 @router.post("/{table_name}/{index_name}/warm", response_model=Results[IndexOut])

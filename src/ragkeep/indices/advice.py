@@ -1,0 +1,223 @@
+"""Does this deployment need vector indexes, and which? Answered from live data.
+
+The rule the planner follows at query time decides here too: a scope of at most
+``[search] exact_threshold`` vectors is searched exactly (recall 1.0, milliseconds), so an index
+helps only scopes above it. Large single users are served best by their own partial HNSW index
+(a few at most: each costs a build and memory); when many users are large, or cross-user searches
+(superusers, shared collections) cover more than the threshold, one global HNSW index serves them
+with iterative scans. Builds are proposed for the hour with the least search traffic.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from ragkeep.config import Settings
+from ragkeep.indices.memory import parallel_workers, plan_build
+from ragkeep.monitoring.searches import LATENCY_BOUNDS_MS, bucket_range
+
+#: Days of search activity the advice reads.
+WINDOW_DAYS = 7
+#: At most this many partial indexes are proposed; more large users call for a global index.
+MAX_PARTIAL = 20
+#: Cross-user searches above this share of all searches justify a global index.
+CROSS_USER_SHARE = 0.05
+#: Default build parameters (pgvector's), which reach recall@10 >= 0.97 with iterative scans in
+#: bench/filtered.py.
+M, EF_CONSTRUCTION = 16, 64
+#: HNSW build cost per row per core at m=16, ef_construction=64, 384 dimensions, graph in memory,
+#: measured by bench/filtered.py on this project's 2-core machine. Scales roughly with
+#: ef_construction and the dimension.
+BUILD_SECONDS_PER_ROW = 0.0006
+#: Exact-scan cost per vector when no search has been observed yet (bench/search.py: ~1.4 us).
+EXACT_MS_PER_VECTOR = 0.0015
+
+_VECTORS = """
+SELECT coalesce(sum(chunk_count), 0)::bigint AS total,
+       count(*) FILTER (WHERE chunk_count > 0) AS users,
+       coalesce(percentile_disc(0.5) WITHIN GROUP (ORDER BY chunk_count) FILTER (WHERE chunk_count > 0), 0) AS p50,
+       coalesce(percentile_disc(0.99) WITHIN GROUP (ORDER BY chunk_count) FILTER (WHERE chunk_count > 0), 0) AS p99,
+       coalesce(max(chunk_count), 0) AS max
+FROM owner_stats
+"""
+_LARGE_USERS = """
+SELECT s.owner_id AS user_id, u.email, s.chunk_count AS vectors,
+       EXISTS (SELECT 1 FROM tenant_indexes t JOIN pg_class ic ON ic.relname = t.index_name
+               WHERE t.owner_id = s.owner_id) AS has_index
+FROM owner_stats s JOIN users u ON u.id = s.owner_id
+WHERE s.chunk_count > %(threshold)s
+ORDER BY s.chunk_count DESC
+"""
+_BY_SCOPE = """
+WITH recent AS (
+    SELECT * FROM search_activity
+    WHERE hour >= now() - make_interval(days => %(days)s) AND kind <> 'full_text'
+), buckets AS (
+    SELECT scope_bucket, strategy, i, sum(x)::bigint AS n
+    FROM recent, unnest(latency_hist) WITH ORDINALITY AS t(x, i) GROUP BY 1, 2, 3
+), hists AS (
+    SELECT scope_bucket, strategy, array_agg(n ORDER BY i) AS hist FROM buckets GROUP BY 1, 2
+)
+SELECT r.scope_bucket, r.strategy, sum(r.searches)::bigint AS searches, sum(r.total_ms) AS total_ms,
+       sum(r.db_ms) AS db_ms, sum(r.vectors)::bigint AS vectors, max(r.max_ms) AS max_ms, h.hist
+FROM recent r JOIN hists h USING (scope_bucket, strategy)
+GROUP BY r.scope_bucket, r.strategy, h.hist ORDER BY r.scope_bucket, r.strategy
+"""
+_TRAFFIC = """
+SELECT coalesce(sum(searches), 0)::bigint AS searches,
+       coalesce(sum(searches) FILTER (WHERE cross_user), 0)::bigint AS cross_user
+FROM search_activity WHERE hour >= now() - make_interval(days => %(days)s)
+"""
+_BY_HOUR = """
+SELECT extract(hour FROM hour AT TIME ZONE 'UTC')::int AS h, sum(searches)::bigint AS n
+FROM search_activity WHERE hour >= now() - make_interval(days => %(days)s) GROUP BY 1
+"""
+_INDEXES = """
+SELECT ic.relname AS name, t.owner_id, i.indisvalid AS valid
+FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam
+LEFT JOIN tenant_indexes t ON t.index_name = ic.relname
+WHERE i.indrelid = 'chunks'::regclass AND am.amname IN ('hnsw', 'ivfflat')
+ORDER BY ic.relname
+"""
+
+
+def percentile_ms(hist: list[int], q: float) -> float | None:
+    """Upper bound of the histogram bucket holding the q-quantile (None past the last bound)."""
+    total = sum(hist)
+    if not total:
+        return None
+    seen = 0
+    for i, n in enumerate(hist):
+        seen += n
+        if seen >= q * total:
+            return LATENCY_BOUNDS_MS[i] if i < len(LATENCY_BOUNDS_MS) else None
+    return None
+
+
+def off_peak_hour(by_hour: dict[int, int]) -> int:
+    """The UTC hour with the fewest searches; 03:00 when nothing was observed (ties: earliest)."""
+    if not by_hour:
+        return 3
+    return min(range(24), key=lambda h: (by_hour.get(h, 0), h))
+
+
+async def observed_off_peak_hour(conn: psycopg.AsyncConnection) -> int:
+    return off_peak_hour({r["h"]: r["n"] for r in await _rows(conn, _BY_HOUR, {"days": WINDOW_DAYS})})
+
+
+async def _rows(conn: psycopg.AsyncConnection, query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)
+        return await cur.fetchall()
+
+
+def _build(settings: Settings, rows: int, dimension: int, owner: dict[str, Any] | None) -> dict[str, Any]:
+    plan = plan_build("hnsw", {"m": M, "ef_construction": EF_CONSTRUCTION}, rows, dimension, settings.indices)
+    workers = plan.parallel_workers + 1
+    config: dict[str, Any] = {
+        "table_name": "vectors", "index_method": "hnsw", "index_measure": "cosine_distance",
+        "index_arguments": {"m": M, "ef_construction": EF_CONSTRUCTION},
+    }
+    if owner:
+        config["filters"] = {"owner_id": {"$eq": str(owner["user_id"])}}
+    return {
+        "scope": "owner" if owner else "global",
+        "user_id": owner["user_id"] if owner else None,
+        "email": owner["email"] if owner else None,
+        "vectors": rows,
+        "m": M,
+        "ef_construction": EF_CONSTRUCTION,
+        "memory_bytes": plan.estimate_bytes,
+        "maintenance_work_mem_mb": plan.maintenance_work_mem_mb,
+        "warning": plan.warning,
+        "build_seconds": math.ceil(rows * BUILD_SECONDS_PER_ROW / workers),
+        "request": {"config": config},
+    }
+
+
+async def advise(conn: psycopg.AsyncConnection, settings: Settings, dimension: int) -> dict[str, Any]:
+    threshold = settings.search.exact_threshold
+    days = {"days": WINDOW_DAYS}
+    vectors = (await _rows(conn, _VECTORS, {}))[0]
+    large = await _rows(conn, _LARGE_USERS, {"threshold": threshold})
+    traffic = (await _rows(conn, _TRAFFIC, days))[0]
+    by_hour = {r["h"]: r["n"] for r in await _rows(conn, _BY_HOUR, days)}
+    indexes = await _rows(conn, _INDEXES, {})
+
+    by_scope = []
+    exact_ms, exact_vectors = 0.0, 0
+    for r in await _rows(conn, _BY_SCOPE, days):
+        lo, hi = bucket_range(r["scope_bucket"])
+        hist = r["hist"] or []
+        by_scope.append({
+            "scope_vectors": [lo, hi], "strategy": r["strategy"], "searches": r["searches"],
+            "mean_ms": r["total_ms"] / r["searches"], "mean_db_ms": r["db_ms"] / r["searches"],
+            "p50_ms": percentile_ms(hist, 0.5), "p95_ms": percentile_ms(hist, 0.95), "max_ms": r["max_ms"],
+        })
+        if r["strategy"] == "exact":
+            exact_ms += r["db_ms"]
+            exact_vectors += r["vectors"]
+    ms_per_vector = exact_ms / exact_vectors if exact_vectors > 1000 else EXACT_MS_PER_VECTOR
+    searches = traffic["searches"]
+    cross_share = traffic["cross_user"] / searches if searches else 0.0
+
+    global_exists = any(ix["owner_id"] is None for ix in indexes)
+    promoted = {ix["owner_id"] for ix in indexes if ix["owner_id"] is not None}
+    unserved = [u for u in large if u["user_id"] not in promoted]
+    builds: list[dict[str, Any]] = []
+    reasons: list[str] = []
+    cross_needs_index = vectors["total"] > threshold and cross_share >= CROSS_USER_SHARE
+    many_large = len(unserved) > MAX_PARTIAL
+    if (cross_needs_index or many_large) and not global_exists:
+        builds.append(_build(settings, vectors["total"], dimension, None))
+        if cross_needs_index:
+            reasons.append(f"{cross_share:.0%} of searches cross users over up to {vectors['total']:,} vectors, "
+                           f"above the exact threshold of {threshold:,}")
+        if many_large:
+            reasons.append(f"{len(unserved)} users hold more than {threshold:,} vectors each, too many for one "
+                           "partial index apiece")
+    elif unserved and not global_exists:
+        builds.extend(_build(settings, u["vectors"], dimension, u) for u in unserved)
+        reasons.append(f"{len(unserved)} user(s) hold more than {threshold:,} vectors: each gets a partial HNSW "
+                       "index (1-3 ms per search) while everyone else keeps exact scans (recall 1.0)")
+    largest_exact_ms = vectors["max"] * ms_per_vector
+    if not builds:
+        if not large and not cross_needs_index:
+            reasons.append(f"every scope holds at most {threshold:,} vectors (largest user: {vectors['max']:,}); "
+                           f"exact scans are complete and take about {largest_exact_ms:.0f} ms at the largest")
+        else:
+            reasons.append("the indexes that exist already serve every scope above the exact threshold")
+    needed = {ix["name"] for ix in indexes if ix["owner_id"] is None and (large or cross_needs_index)}
+    needed |= {ix["name"] for ix in indexes if ix["owner_id"] in {u["user_id"] for u in large}}
+    hour = off_peak_hour(by_hour)
+    return {
+        "exact_threshold": threshold,
+        "vectors": {
+            "total": vectors["total"], "users": vectors["users"],
+            "per_user": {"p50": vectors["p50"], "p99": vectors["p99"], "max": vectors["max"]},
+            "above_threshold": [{"user_id": u["user_id"], "email": u["email"], "vectors": u["vectors"],
+                                 "has_index": u["user_id"] in promoted} for u in large[:50]],
+        },
+        "traffic": {
+            "days": WINDOW_DAYS, "searches": searches, "cross_user_share": cross_share,
+            "exact_ms_per_1000_vectors": ms_per_vector * 1000,
+            "by_scope_size": by_scope,
+            "searches_by_hour_utc": [by_hour.get(h, 0) for h in range(24)],
+        },
+        "indexes": [{"name": ix["name"], "owner_id": ix["owner_id"], "valid": ix["valid"],
+                     "needed": ix["name"] in needed} for ix in indexes],
+        "recommendation": {
+            "action": ("global" if any(b["scope"] == "global" for b in builds) else "partial") if builds else "none",
+            "reason": "; ".join(reasons),
+            "builds": builds,
+            "off_peak_hour_utc": hour,
+            "when": f"{hour:02d}:00 UTC" + (" (fewest searches in the last 7 days)" if by_hour else
+                                            " (no searches recorded yet)"),
+            "unneeded_indexes": [ix["name"] for ix in indexes if ix["name"] not in needed],
+        },
+    }

@@ -1,0 +1,130 @@
+"""The advisor answers "do you need vector indexes?" from the data and the traffic it sees. Each
+test gets a database of its own (same server), so nothing else in the session sways the advice."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector_async
+from psycopg_pool import AsyncConnectionPool
+
+from ragkeep.config import Settings
+from ragkeep.indices.advice import advise, off_peak_hour, percentile_ms
+from ragkeep.indices.memory import hnsw_bytes
+from ragkeep.monitoring.searches import SearchRecorder
+from tests.search.synthetic import DIM, add_chunks, unit
+from tests.support import fresh_database
+
+THRESHOLD = 1000
+
+
+@pytest.fixture
+def db(pg_url: str, settings: Settings) -> Iterator[str]:
+    with fresh_database(pg_url, DIM, settings.embedding.model) as url:
+        yield url
+
+
+def make_users(url: str, sizes: list[int]) -> list[uuid.UUID]:
+    rng = np.random.default_rng(1)
+    centres = rng.standard_normal((4, DIM))
+    ids = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        for n in sizes:
+            uid = conn.execute("INSERT INTO users (email, hashed_password) VALUES (%s, 'x') RETURNING id",
+                               (f"{uuid.uuid4().hex[:8]}@advice.test",)).fetchone()[0]
+            ids.append(uid)
+    for uid, n in zip(ids, sizes, strict=True):
+        add_chunks(url, uid, unit(rng, n, centres))
+    return ids
+
+
+def run_advice(url: str, settings: Settings) -> dict[str, Any]:
+    async def go() -> dict[str, Any]:
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            await register_vector_async(conn)
+            return await advise(conn, settings, DIM)
+
+    return asyncio.run(go())
+
+
+def record(url: str, searches: list[dict[str, Any]]) -> None:
+    async def go() -> None:
+        async with AsyncConnectionPool(url, min_size=1, max_size=1, open=False) as pool:
+            rec = SearchRecorder(pool)
+            for s in searches:
+                rec.record(**s)
+            await rec.flush()
+
+    asyncio.run(go())
+
+
+def tuned(settings: Settings) -> Settings:
+    return settings.model_copy(update={"search": settings.search.model_copy(update={"exact_threshold": THRESHOLD})})
+
+
+def test_small_tenants_need_no_index(db: str, settings: Settings) -> None:
+    make_users(db, [50, 120, 300, 800])
+    advice = run_advice(db, tuned(settings))
+    assert advice["recommendation"]["action"] == "none" and advice["recommendation"]["builds"] == []
+    assert "at most 1,000 vectors" in advice["recommendation"]["reason"]
+    v = advice["vectors"]
+    assert v["total"] == 1270 and v["users"] == 4 and v["per_user"]["max"] == 800
+    assert v["per_user"]["p50"] in (120, 300) and v["above_threshold"] == []
+    assert advice["recommendation"]["off_peak_hour_utc"] == 3  # no traffic yet: the default
+    assert "no searches recorded" in advice["recommendation"]["when"]
+
+
+def test_a_few_large_tenants_get_partial_indexes_named_with_memory_and_time(db: str, settings: Settings) -> None:
+    small = make_users(db, [40] * 10)
+    big, bigger = make_users(db, [1500, 2500])
+    advice = run_advice(db, tuned(settings))
+    rec = advice["recommendation"]
+    assert rec["action"] == "partial"
+    assert [b["user_id"] for b in rec["builds"]] == [bigger, big]  # largest first
+    build = rec["builds"][0]
+    assert build["vectors"] == 2500 and build["m"] == 16 and build["ef_construction"] == 64
+    assert build["memory_bytes"] == hnsw_bytes(2500, DIM, 16) and build["build_seconds"] >= 1
+    assert build["request"]["config"]["filters"] == {"owner_id": {"$eq": str(bigger)}}
+    assert all(u not in {b["user_id"] for b in rec["builds"]} for u in small)
+    # Once one of them has its own index, only the other is proposed.
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(f"CREATE INDEX ix_adv ON chunks USING hnsw (embedding vector_cosine_ops) WHERE owner_id = '{bigger}'")
+        conn.execute("INSERT INTO tenant_indexes VALUES ('ix_adv', %s, 'cosine_distance')", (bigger,))
+    rec = run_advice(db, tuned(settings))["recommendation"]
+    assert [b["user_id"] for b in rec["builds"]] == [big]
+
+
+def test_cross_user_traffic_calls_for_a_global_index_off_peak(db: str, settings: Settings) -> None:
+    users = make_users(db, [600, 700, 400])
+    now = datetime.now(UTC)
+    base = dict(kind="semantic", strategy="exact", db_ms=5.0, total_ms=9.0)
+    searches = []
+    for h in range(24):  # traffic every hour but 05:00 UTC (of the previous day: inside the window)
+        at = (now - timedelta(days=1)).replace(hour=h, minute=10)
+        for _ in range(1 if h == 5 else 4):
+            searches.append({**base, "user_id": users[0], "scope_size": 600, "cross_user": False, "at": at})
+    for _ in range(10):  # a superuser searching everything: 10 of 103 searches
+        searches.append({**base, "user_id": users[1], "scope_size": 1700, "cross_user": True, "at": now, "total_ms": 30.0})
+    record(db, searches)
+    advice = run_advice(db, tuned(settings))
+    rec = advice["recommendation"]
+    assert rec["action"] == "global" and rec["off_peak_hour_utc"] == 5 and rec["when"].startswith("05:00 UTC")
+    assert [b["scope"] for b in rec["builds"]] == ["global"] and rec["builds"][0]["vectors"] == 1700
+    assert "request" in rec["builds"][0] and "filters" not in rec["builds"][0]["request"]["config"]
+    t = advice["traffic"]
+    assert t["searches"] == 103 and abs(t["cross_user_share"] - 10 / 103) < 1e-9
+    by_scope = {tuple(r["scope_vectors"]): r for r in t["by_scope_size"]}
+    assert by_scope[(512, 1023)]["searches"] == 93 and by_scope[(1024, 2047)]["p95_ms"] == 50
+    assert t["searches_by_hour_utc"][5] == 1
+
+
+def test_histogram_percentiles_and_off_peak() -> None:
+    assert percentile_ms([0, 0, 9, 1] + [0] * 9, 0.5) == 5 and percentile_ms([0] * 13, 0.5) is None
+    assert off_peak_hour({}) == 3 and off_peak_hour({h: 10 for h in range(24)} | {17: 2}) == 17
