@@ -148,7 +148,9 @@ async def sweep_interrupted(conn: psycopg.AsyncConnection) -> int:
         "UPDATE maintenance_runs r SET status = 'failed', finished_at = clock_timestamp(), "
         "error = 'interrupted: the server process running it stopped (its database session is gone)' "
         "WHERE r.status IN ('queued', 'running') AND NOT EXISTS ("
-        "  SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.backend_pid AND a.backend_start <= r.requested_at)"
+        "  SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.backend_pid"
+        # backend_start is NULL for another role's session without pg_read_all_stats: alive.
+        "  AND (a.backend_start IS NULL OR a.backend_start <= r.requested_at))"
     )
     return cur.rowcount
 
