@@ -204,6 +204,38 @@ class AuthConfig(_Section):
     allow_registration: bool = True
 
 
+class MetricsConfig(_Section):
+    """``[metrics]``: Prometheus ``/metrics``, activity flushes, storage snapshots, roll-ups (docs/metrics.md)."""
+
+    #: Serve ``GET /metrics`` (Prometheus text format; this process's own metrics plus the database's).
+    prometheus: bool = True
+    #: When set, ``/metrics`` wants ``Authorization: Bearer <token>`` (Prometheus' ``authorization``).
+    prometheus_token: str | None = None
+    #: Seconds between writes of the request activity and this process's memory/CPU row.
+    flush_seconds: float = Field(5.0, gt=0, le=300)
+    #: Minutes between storage snapshots (one replica takes each; it also runs the roll-ups).
+    snapshot_minutes: int = Field(10, ge=1, le=1440)
+    #: Hourly activity rows older than this roll up into daily rows. The index advisor reads 7
+    #: days of hourly rows, hence at least 8.
+    hourly_retention_days: int = Field(14, ge=8, le=366)
+    #: Daily activity rows older than this are deleted.
+    daily_retention_days: int = Field(400, ge=8, le=36600)
+    #: Storage snapshots older than this are thinned to the first of each UTC day ...
+    storage_detail_days: int = Field(7, ge=1, le=366)
+    #: ... and deleted past this.
+    storage_retention_days: int = Field(400, ge=1, le=36600)
+    #: A replica whose memory/CPU row is older than this is reported as gone.
+    instance_timeout_seconds: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _retention(self) -> MetricsConfig:
+        if self.daily_retention_days < self.hourly_retention_days:
+            raise ValueError("daily_retention_days must be >= hourly_retention_days")
+        if self.storage_retention_days < self.storage_detail_days:
+            raise ValueError("storage_retention_days must be >= storage_detail_days")
+        return self
+
+
 class Settings(_Section):
     app: AppConfig = Field(default_factory=AppConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
@@ -212,6 +244,7 @@ class Settings(_Section):
     search: SearchConfig = Field(default_factory=SearchConfig)
     indices: IndicesConfig = Field(default_factory=IndicesConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     @property
     def pgdata(self) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -22,7 +22,8 @@ def test_buckets() -> None:
 def test_two_recorders_add_up_on_the_same_rows(settings, make_user) -> None:
     """Two recorders stand for two replicas: their flushes sum, histograms element-wise."""
     user = make_user("activity")
-    at = datetime(2026, 1, 2, 3, 40, tzinfo=UTC)
+    # Recent: hours older than [metrics] hourly_retention_days roll up into daily rows.
+    at = datetime.now(UTC).replace(minute=40, second=0, microsecond=0) - timedelta(hours=1)
 
     async def go() -> None:
         async with AsyncConnectionPool(settings.database.url, min_size=1, max_size=2, open=False) as pool:

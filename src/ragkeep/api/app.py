@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from ragkeep import __version__
 from ragkeep.api import errors
-from ragkeep.api.routes import chunks, collections, documents, health, indices, retrieval, system, users
+from ragkeep.api.routes import chunks, collections, documents, health, indices, metrics, retrieval, system, users
 from ragkeep.api.services import Services
 from ragkeep.auth.tokens import TokenIssuer, load_or_create_secret
 from ragkeep.auth.users import ensure_admin
@@ -22,6 +22,8 @@ from ragkeep.indices.promotion import AutoPromoter
 from ragkeep.ingest.pipeline import Ingestor
 from ragkeep.ingest.store import fail_interrupted
 from ragkeep.maintenance import Maintenance
+from ragkeep.monitoring.activity import ActivityMiddleware
+from ragkeep.monitoring.monitor import Monitor
 from ragkeep.monitoring.searches import SearchRecorder
 
 log = logging.getLogger(__name__)
@@ -49,11 +51,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             indexes.begin_startup()  # repair invalid vector indexes, then warm them (background)
             promoter = AutoPromoter(settings, indexes)
             promoter.start()  # when [indices] auto_promote_threshold is set
-            searches = SearchRecorder(db.pool)
+            monitor = Monitor(settings.metrics, db.pool, db.url, tokens)  # Prometheus, request activity, snapshots
+            searches = SearchRecorder(db.pool, observer=monitor.metrics.observe_search)
             searches.start()
             app.state.services = Services(settings, db, embedder, tokens, ingestor, indexes, searches)
             app.state.services.maintenance = maintenance = Maintenance(settings.database.maintenance, db.url)
             maintenance.start()  # every replica schedules; maintenance_runs lets one run each tick
+            app.state.services.monitor = monitor
+            monitor.start()
             where = f"embedded PostgreSQL in {settings.pgdata}" if db.is_embedded else "external PostgreSQL"
             log.info("ragkeep %s ready on %s with %s", __version__, where, embedder.model_name)
             yield
@@ -62,12 +67,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await ingestor.drain()
             await indexes.drain()
             await searches.stop()
+            await monitor.stop()
         finally:
             await db.close()
             await embedder.aclose()
 
     app = FastAPI(title="ragkeep", version=__version__, lifespan=lifespan)
     errors.install(app)
-    for module in (health, users, documents, chunks, retrieval, collections, indices, system):
+    app.add_middleware(ActivityMiddleware)  # times every request for the metrics
+    for module in (health, users, documents, chunks, retrieval, collections, indices, system, metrics):
         app.include_router(module.router)
     return app

@@ -12,6 +12,7 @@ from ragkeep.embeddings import EmbeddingProvider
 from ragkeep.indices.build import IndexBuilder
 from ragkeep.ingest.pipeline import Ingestor
 from ragkeep.maintenance import Maintenance
+from ragkeep.monitoring.monitor import Monitor
 from ragkeep.monitoring.searches import SearchRecorder
 
 
@@ -26,3 +27,4 @@ class Services:
     searches: SearchRecorder
     started_at: float = field(default_factory=time.time)
     maintenance: Maintenance | None = None
+    monitor: Monitor | None = None

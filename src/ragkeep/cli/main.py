@@ -429,6 +429,8 @@ _register_maintenance(app)
 
 from ragkeep.cli.index import app as _index_app  # noqa: E402 (needs the helpers above)
 app.add_typer(_index_app, name="index")
+from ragkeep.cli.stats import register as _register_stats  # noqa: E402 (needs the helpers above)
+_register_stats(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

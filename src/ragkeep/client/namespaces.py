@@ -544,6 +544,18 @@ class System(_Namespace[R_co]):
             body["tables"] = list(tables)
         return self._send(Request("POST", "/v3/system/maintenance/vacuum", json=body))
 
+    def stats(self, window_hours: int = 24, top: int = 10) -> R_co:
+        """The operator's metrics over the last ``window_hours``: search latency and top users,
+        requests per route, active users, cache hit rates, replicas' memory/CPU, storage growth,
+        documents and chunks (superuser)."""
+        return self._send(Request("GET", "/v3/system/stats", params={"window_hours": window_hours, "top": top}))
+
+    def user_stats(self, id: str | uuid.UUID, window_hours: int = 24) -> R_co:
+        """One user's searches, requests, documents and chunks (a superuser, or the user themself)."""
+        return self._send(
+            Request("GET", f"/v3/system/users/{quote(str(id), safe='')}/stats", params={"window_hours": window_hours})
+        )
+
 
 def _settings(search_settings: Any) -> Any:
     if search_settings is not None and hasattr(search_settings, "model_dump"):

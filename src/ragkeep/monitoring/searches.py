@@ -11,6 +11,7 @@ import asyncio
 import bisect
 import logging
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -51,6 +52,32 @@ def latency_bucket(ms: float) -> int:
     return bisect.bisect_left(LATENCY_BOUNDS_MS, ms)
 
 
+def hist_percentile(hist: Sequence[int], q: float, max_ms: float | None = None) -> float | None:
+    """The q-quantile of a latency histogram: the upper bound of the bucket that holds it.
+
+    An upper bound, never an interpolation: "p95 <= 20 ms" is what the buckets can prove. In the
+    last (unbounded) bucket the answer is ``max_ms``, the slowest search seen, when it is known.
+    None for an empty histogram.
+    """
+    total = sum(hist)
+    if not total:
+        return None
+    seen = 0
+    for i, n in enumerate(hist):
+        seen += n
+        if seen >= q * total:
+            bound = LATENCY_BOUNDS_MS[i] if i < len(LATENCY_BOUNDS_MS) else None
+            if max_ms is not None and (bound is None or max_ms < bound):
+                return max_ms  # the slowest one seen is a tighter bound than the bucket's
+            return bound
+    return max_ms
+
+
+#: Called with (kind, strategy, total_ms, scope_size, short, fallback) for each search recorded:
+#: the Prometheus histograms (ragkeep.monitoring.prom.ProcessMetrics.observe_search).
+SearchObserver = Callable[[str, str, float, int, bool, bool], None]
+
+
 @dataclass
 class _Cell:
     searches: int = 0
@@ -67,9 +94,12 @@ _Key = tuple[datetime, uuid.UUID, str, str, int, bool]
 
 
 class SearchRecorder:
-    def __init__(self, pool: AsyncConnectionPool, flush_seconds: float = 5.0) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, flush_seconds: float = 5.0, observer: SearchObserver | None = None
+    ) -> None:
         self.pool = pool
         self.flush_seconds = flush_seconds
+        self.observer = observer
         self._cells: dict[_Key, _Cell] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -90,6 +120,8 @@ class SearchRecorder:
         hour = (at or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0)
         one = _Cell(1, int(short), int(fallback), max(scope_size, 0), total_ms, db_ms, total_ms)
         one.hist[latency_bucket(total_ms)] = 1
+        if self.observer is not None:
+            self.observer(kind, strategy, total_ms, scope_size, short, fallback)
         self._merge((hour, user_id, kind, strategy, scope_bucket(scope_size), cross_user), one)
 
     async def flush(self) -> int:

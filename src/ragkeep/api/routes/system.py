@@ -1,4 +1,5 @@
-"""``/v3/system``: the maintenance history, manual VACUUM, and the server's status (superusers).
+"""``/v3/system``: the maintenance history, manual VACUUM, the server's status and stats (superusers;
+a user may read their own stats).
 
 A manual VACUUM answers 202 with the run as recorded (``queued``): VACUUM of a large table takes
 minutes, longer than a request should. ``GET /v3/system/maintenance/{id}`` follows it.
@@ -7,19 +8,21 @@ minutes, longer than a request should. ``GET /v3/system/maintenance/{id}`` follo
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from ragkeep.api.deps import Limit, Offset, ServicesDep, SuperuserDep
+from ragkeep.api.deps import Limit, Offset, PrincipalDep, ServicesDep, SuperuserDep
 from ragkeep.api.errors import ApiError
 from ragkeep.api.schemas import PaginatedResults, Results
 from ragkeep.api.services import Services
 from ragkeep.maintenance import Maintenance, RunOptions, UnknownTables
 from ragkeep.maintenance import history
 from ragkeep.maintenance.status import system_status
+from ragkeep.monitoring import stats
 
 router = APIRouter(prefix="/v3/system", tags=["system"])
 
@@ -223,3 +226,250 @@ async def status(_: SuperuserDep, services: ServicesDep) -> Results[StatusOut]:
     last = data["maintenance"]["last_run"]
     data["maintenance"]["last_run"] = MaintenanceRunOut.from_row(last) if last else None
     return Results(results=StatusOut.model_validate(data))
+
+
+# -- stats (docs/metrics.md) ----------------------------------------------------------------------
+
+WindowHours = Annotated[
+    int, Query(ge=1, le=24 * 366, description="Hours back from now the figures cover (1 to 8784).")
+]
+Top = Annotated[int, Query(ge=1, le=1000, description="How many users to list, 1-1000.")]
+
+
+class LatencyOut(BaseModel):
+    #: Upper bounds of the histogram buckets holding the quantile (or the slowest seen, if lower).
+    p50_ms: float | None
+    p95_ms: float | None
+    mean_ms: float | None
+    max_ms: float | None
+
+
+class SearchSummaryOut(LatencyOut):
+    searches: int
+    mean_db_ms: float | None
+    #: Vectors in scope per semantic/hybrid search, as the planner saw them.
+    vectors_per_query: float | None
+    fallbacks: int
+    short_results: int
+
+
+class PlanStatsOut(SearchSummaryOut):
+    kind: str
+    strategy: str
+
+
+class TopUserOut(SearchSummaryOut):
+    user_id: uuid.UUID
+    email: str | None
+    documents: int
+    chunks: int
+
+
+class SearchStatsOut(SearchSummaryOut):
+    users: int
+    cross_user: int
+    by_plan: list[PlanStatsOut]
+    #: Searches per UTC hour of day (hourly rows of the window only).
+    by_hour_of_day: list[int]
+    peak_hour: int | None
+    top_users: list[TopUserOut] | None = None
+
+
+class RouteStatsOut(LatencyOut):
+    method: str
+    route: str
+    requests: int
+    errors: int
+    server_errors: int
+    peak_hour: int | None
+
+
+class RequestStatsOut(LatencyOut):
+    requests: int
+    errors: int
+    server_errors: int
+    by_status_class: dict[str, int]
+    by_hour_of_day: list[int]
+    peak_hour: int | None
+    routes: list[RouteStatsOut]
+
+
+class HourUsersOut(BaseModel):
+    hour: datetime
+    users: int
+
+
+class DayUsersOut(BaseModel):
+    day: datetime
+    users: int
+
+
+class ActiveUsersOut(BaseModel):
+    current_hour: int
+    current_day: int
+    window: int
+    per_hour: list[HourUsersOut]
+    per_day: list[DayUsersOut]
+
+
+class BlocksOut(BaseModel):
+    blks_hit: int
+    blks_read: int
+    hit_ratio: float | None
+
+
+class DatabaseCacheOut(BlocksOut):
+    stats_reset: datetime | None
+
+
+class ChunksCacheOut(BaseModel):
+    heap: BlocksOut
+    indexes: BlocksOut
+    toast: BlocksOut
+    toast_indexes: BlocksOut
+
+
+class IndexCacheOut(BlocksOut):
+    index: str
+    method: str
+    scans: int
+    #: Index entries the scans returned: tuples visited, as the index reports them.
+    tuples_read: int
+    tuples_fetched: int
+    tuples_per_scan: float | None
+    bytes: int
+
+
+class CacheOut(BaseModel):
+    database: DatabaseCacheOut
+    chunks: ChunksCacheOut
+    chunk_indexes: list[IndexCacheOut]
+
+
+class InstanceOut(BaseModel):
+    replica: str
+    host: str
+    pid: int
+    version: str
+    started_at: datetime
+    seen_at: datetime
+    rss_bytes: int
+    cpu_seconds: float
+    cpu_percent: float
+    threads: int
+    cpu_count: int
+    memory_total_bytes: int
+    memory_available_bytes: int
+    #: The replica that answered this request.
+    this: bool
+
+
+class IndexSizeOut(BaseModel):
+    index: str
+    bytes: int
+
+
+class TableSizeOut(BaseModel):
+    table: str
+    table_bytes: int
+    index_bytes: int
+    total_bytes: int
+    est_rows: int | None
+    #: total_bytes now minus at the first snapshot of the window (None: no snapshot in it).
+    growth_bytes: int | None
+    indexes: list[IndexSizeOut]
+
+
+class SnapshotOut(BaseModel):
+    taken_at: datetime
+    total_bytes: int
+    table_bytes: int
+    index_bytes: int
+
+
+class StorageOut(BaseModel):
+    total_bytes: int
+    tables: list[TableSizeOut]
+    snapshots: list[SnapshotOut]
+    growth_bytes_per_day: int | None
+
+
+class UserContentOut(BaseModel):
+    user_id: uuid.UUID
+    email: str | None
+    documents: int
+    chunks: int
+
+
+class ContentOut(BaseModel):
+    users: int
+    documents: int
+    chunks: int
+    users_with_documents: int
+    per_user: list[UserContentOut]
+
+
+class SystemStatsOut(BaseModel):
+    generated_at: datetime
+    window_hours: int
+    since: datetime
+    replica: str
+    searches: SearchStatsOut
+    requests: RequestStatsOut
+    active_users: ActiveUsersOut
+    cache: CacheOut
+    instances: list[InstanceOut]
+    storage: StorageOut
+    content: ContentOut
+
+
+class UserRequestsOut(BaseModel):
+    requests: int
+    errors: int
+    active_hours: int
+
+
+class UserDayOut(BaseModel):
+    day: datetime
+    searches: int
+    requests: int
+
+
+class UserStatsOut(BaseModel):
+    user_id: uuid.UUID
+    email: str
+    documents: int
+    chunks: int
+    generated_at: datetime
+    window_hours: int
+    since: datetime
+    searches: SearchStatsOut
+    requests: UserRequestsOut
+    per_day: list[UserDayOut]
+
+
+@router.get("/stats", response_model=Results[SystemStatsOut])
+async def system_stats(
+    _: SuperuserDep, services: ServicesDep, window_hours: WindowHours = 24, top: Top = 10
+) -> Results[SystemStatsOut]:
+    """The operator's metrics over the last ``window_hours``, the same from every replica."""
+    async with services.db.pool.connection() as conn:
+        data = await stats.system_stats(
+            conn, window_hours=window_hours, top=top,
+            instance_timeout=services.settings.metrics.instance_timeout_seconds,
+        )
+    return Results(results=SystemStatsOut.model_validate(data))
+
+
+@router.get("/users/{user_id}/stats", response_model=Results[UserStatsOut])
+async def user_stats(
+    user_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep, window_hours: WindowHours = 24
+) -> Results[UserStatsOut]:
+    """One user's figures: a superuser's for anyone, a user's for themself (403 otherwise)."""
+    if user_id != principal.id and not principal.is_superuser:
+        raise ApiError(403, "only a superuser may read another user's stats")
+    async with services.db.pool.connection() as conn:
+        data = await stats.user_stats(conn, user_id, window_hours=window_hours)
+    if data is None:
+        raise ApiError(404, f"no user {user_id}")
+    return Results(results=UserStatsOut.model_validate(data))

@@ -1,0 +1,68 @@
+"""Metrics tests run on a database of their own (on the session's embedded PostgreSQL).
+
+The figures asserted here are global (active users, totals, top users, sizes), so the session's
+database, shared with every other test, would make them moving targets.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import psycopg
+import pytest
+
+from tests.maintenance.conftest import create_database, drop_database
+from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, ServerThread, login, make_settings
+
+#: The bearer token /metrics wants on the module's server.
+PROM_TOKEN = "prometheus-test-token"
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T | None], timeout: float = 30, what: str = "the flushed figures") -> T:
+    """Poll ``check`` until it returns something truthy: flushes are asynchronous by design."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def metrics_url(pg_url: str) -> Iterator[str]:
+    url = create_database(pg_url, "metrics")
+    yield url
+    drop_database(pg_url, url)
+
+
+@pytest.fixture(scope="module")
+def metrics_server(metrics_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    home: Path = tmp_path_factory.mktemp("metrics-home")
+    settings = make_settings(home, metrics_url, metrics={"flush_seconds": 0.2, "prometheus_token": PROM_TOKEN})
+    srv = ServerThread(settings).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def metrics_base_url(metrics_server: ServerThread) -> str:
+    return metrics_server.base_url
+
+
+@pytest.fixture(scope="module")
+def metrics_admin(metrics_base_url: str) -> Iterator[httpx.Client]:
+    client = login(metrics_base_url, ADMIN_EMAIL, ADMIN_PASSWORD)
+    yield client
+    client.close()
+
+
+def query(url: str, statement: str, params: Any = None) -> list[tuple]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(statement, params).fetchall()
