@@ -236,6 +236,59 @@ class MetricsConfig(_Section):
         return self
 
 
+class RouteLimitConfig(_Section):
+    """One route's request limits per user, e.g. ``[limits.route_limits."/v3/retrieval/search"]``."""
+
+    #: Requests a user may make to this route in one minute (UTC clock minute).
+    route_per_min: int | None = Field(None, ge=1)
+    #: Requests a user may make to this route in one calendar month (UTC).
+    monthly_limit: int | None = Field(None, ge=1)
+
+
+class LimitsConfig(_Section):
+    """``[limits]``: per-user quotas and request rates, with R2R's names (docs/limits.md).
+
+    Every value is a default a superuser can change per user with ``limits_overrides``.
+    """
+
+    max_documents: int = Field(10_000, ge=0)
+    max_chunks: int = Field(10_000_000, ge=0)
+    max_collections: int = Field(5_000, ge=0)
+    #: Bytes per upload; unset: ``ingestion.max_file_size_bytes``, which also caps every value here.
+    max_upload_size: int | None = Field(None, ge=1)
+    #: Per file type (extension without the dot, e.g. ``pdf = 10485760``).
+    max_upload_size_by_type: dict[str, int] = Field(default_factory=dict)
+    #: Requests per user and UTC clock minute over all routes. High by default: it stops a
+    #: runaway client, not normal use (R2R's 60 would throttle a folder upload).
+    global_per_min: int = Field(6_000, ge=1)
+    #: Requests per user, minute and route, for every route without its own ``route_limits``.
+    route_per_min: int | None = Field(None, ge=1)
+    #: Requests per user and UTC calendar month over all routes.
+    monthly_limit: int = Field(100_000_000, ge=1)
+    #: Per route template, e.g. ``"/v3/retrieval/search"`` or ``"/v3/documents/{document_id}"``.
+    route_limits: dict[str, RouteLimitConfig] = Field(default_factory=dict)
+    #: Superusers are neither counted nor limited.
+    superusers_exempt: bool = True
+
+    @field_validator("max_upload_size_by_type")
+    @classmethod
+    def _types(cls, value: dict[str, int]) -> dict[str, int]:
+        for ext, size in value.items():
+            if not re.fullmatch(r"[a-z0-9]{1,16}", ext):
+                raise ValueError(f"file types are lower-case extensions without the dot: {ext!r}")
+            if size < 1:
+                raise ValueError(f"{ext}: must be at least 1 byte")
+        return value
+
+    @field_validator("route_limits")
+    @classmethod
+    def _routes(cls, value: dict[str, RouteLimitConfig]) -> dict[str, RouteLimitConfig]:
+        for route in value:
+            if not route.startswith("/v3/"):
+                raise ValueError(f"route templates start with /v3/: {route!r}")
+        return value
+
+
 class Settings(_Section):
     app: AppConfig = Field(default_factory=AppConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
@@ -245,6 +298,7 @@ class Settings(_Section):
     indices: IndicesConfig = Field(default_factory=IndicesConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     @property
     def pgdata(self) -> Path:

@@ -283,7 +283,8 @@ def test_limits_shape_and_usage(make_user, admin: httpx.Client) -> None:
     assert storage["documents"] == {"used": 1, "limit": 10_000, "remaining": 9_999}
     assert storage["chunks"]["used"] == chunks > 0
     assert storage["collections"]["used"] == 1
-    assert limits["system_defaults"] == {"global_per_min": 60, "route_per_min": 20, "monthly_limit": 10_000}
+    # ragkeep's [limits] defaults (docs/limits.md), not R2R's 60/20/10,000
+    assert limits["system_defaults"] == {"global_per_min": 6_000, "route_per_min": None, "monthly_limit": 100_000_000}
     assert limits["effective_limits"] == limits["system_defaults"] and limits["user_overrides"] == {}
     assert set(limits["usage"]) == {"global_per_min", "monthly_limit", "routes"}
     assert set(limits["usage"]["global_per_min"]) == {"used", "limit", "remaining"}
@@ -291,7 +292,7 @@ def test_limits_shape_and_usage(make_user, admin: httpx.Client) -> None:
     assert admin.post(f"/v3/users/{user.id}", json={"limits_overrides": {"max_documents": 5, "global_per_min": 7}}).status_code == 200
     limits = user.client.get(f"/v3/users/{user.id}/limits").json()["results"]
     assert limits["storage_limits"]["documents"] == {"used": 1, "limit": 5, "remaining": 4}
-    assert limits["effective_limits"]["global_per_min"] == 7 and limits["system_defaults"]["global_per_min"] == 60
+    assert limits["effective_limits"]["global_per_min"] == 7 and limits["system_defaults"]["global_per_min"] == 6_000
     assert limits["user_overrides"] == {"max_documents": 5, "global_per_min": 7}
 
     assert other.client.get(f"/v3/users/{user.id}/limits").status_code == 403
@@ -316,7 +317,7 @@ def test_r2r_client_manages_users(base_url: str, make_user) -> None:
     updated = client.users.update(user.id, name="Grace", bio="compilers", metadata={"team": "core"}).results
     assert (updated.name, updated.bio, updated.metadata) == ("Grace", "compilers", {"team": "core"})
     limits = client.users.get_limits().results  # parsed by R2R's LimitsResponse
-    assert limits.storage_limits.documents.used == 0 and limits.system_defaults.global_per_min == 60
+    assert limits.storage_limits.documents.used == 0 and limits.system_defaults.global_per_min == 6_000
     assert client.users.list_collections(user.id).total_entries == 0
     with pytest.raises(r2r.R2RException) as denied:
         client.users.list()

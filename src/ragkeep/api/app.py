@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from ragkeep import __version__
-from ragkeep.api import errors
+from ragkeep.api import errors, ratelimit
 from ragkeep.api.routes import chunks, collections, documents, health, indices, metrics, retrieval, system, users
 from ragkeep.api.services import Services
 from ragkeep.auth.tokens import TokenIssuer, load_or_create_secret
@@ -74,7 +74,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="ragkeep", version=__version__, lifespan=lifespan)
     errors.install(app)
+    ratelimit.install(app)  # LimitExceeded -> 403/413/429 with Retry-After (docs/limits.md)
     app.add_middleware(ActivityMiddleware)  # times every request for the metrics
+    app.include_router(users.public_router)  # log-in, token refresh: no caller to count; before "/{user_id}"
     for module in (health, users, documents, chunks, retrieval, collections, indices, system, metrics):
-        app.include_router(module.router)
+        # Requests of a user are counted against their rate limits; health and /metrics have no user.
+        app.include_router(module.router, dependencies=[] if module in (health, metrics) else ratelimit.RATE_LIMITED)
     return app

@@ -19,6 +19,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from ragkeep.auth import limits
+from ragkeep.config import LimitsConfig
 from ragkeep.db.paging import fetch_page
 if TYPE_CHECKING:
     from ragkeep.auth.users import Principal
@@ -149,11 +151,21 @@ async def list_collections(
 
 
 async def create_collection(
-    conn: psycopg.AsyncConnection, owner_id: uuid.UUID, name: str, description: str | None
+    conn: psycopg.AsyncConnection,
+    owner_id: uuid.UUID,
+    name: str,
+    description: str | None,
+    *,
+    limits_config: LimitsConfig | None = None,
 ) -> dict[str, Any]:
-    """Create a collection whose owner is also its first member; Conflict if the owner has one so named."""
+    """Create a collection whose owner is also its first member; Conflict if the owner has one so named.
+
+    With ``limits_config``, the owner is locked first and LimitExceeded raised at ``max_collections``:
+    concurrent creations by one owner queue on the lock, so none ends over the limit."""
     try:
         async with conn.transaction():
+            if limits_config is not None:
+                await limits.check_collections(conn, limits_config, await limits.lock_owner(conn, owner_id))
             cur = await conn.execute(
                 "INSERT INTO collections (owner_id, name, description) VALUES (%s, %s, %s) RETURNING id",
                 (owner_id, name, description),

@@ -12,6 +12,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from ragkeep.auth import limits
+from ragkeep.config import LimitsConfig
 from ragkeep.db.paging import fetch_page
 
 DOCUMENT_COLUMNS = (
@@ -45,8 +47,16 @@ async def insert_pending(
     metadata: dict[str, Any],
     size_in_bytes: int,
     content_hash: str,
+    chunk_count: int | None = None,
+    limits_config: LimitsConfig | None = None,
 ) -> None:
-    """Claim the id and the content for this owner, or raise DuplicateDocument naming the holder."""
+    """Claim the id and the content for this owner, or raise DuplicateDocument naming the holder.
+
+    With limits (``limits_config``, else those the API applies, :func:`limits.applying`), the
+    owner is locked and the claim is refused (LimitExceeded) when it would pass ``max_documents``,
+    or ``max_chunks`` when the chunk count is known already (``chunk_count``, ready-made chunks):
+    concurrent claims of one owner queue on the lock, so none ends over the limit."""
+    config = limits_config or limits.active()
     async with conn.transaction():
         # Serialise claims of one id, which must be unique across owners too (routes take ids alone).
         await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (str(document_id),))
@@ -67,6 +77,10 @@ async def insert_pending(
         dup = await cur.fetchone()
         if dup is not None:
             raise DuplicateDocument(dup[0], f"identical content was already uploaded as document {dup[0]}")
+        if config is not None:
+            owner = await limits.lock_owner(conn, owner_id)  # after the replaced row left the count
+            limits.check_documents(config, owner)
+            limits.check_chunks(config, owner, max(chunk_count or 0, 1))  # every document has one
         try:
             async with conn.transaction():
                 await conn.execute(
@@ -113,10 +127,17 @@ async def store_chunks(
     texts: Sequence[str],
     metadatas: Sequence[dict[str, Any]],
     embeddings: np.ndarray,
+    limits_config: LimitsConfig | None = None,
 ) -> None:
-    """All chunks and the success status in one transaction: a document is searchable whole or not at all."""
+    """All chunks and the success status in one transaction: a document is searchable whole or not at all.
+
+    With limits (``limits_config``, else those the API applies), the owner is locked first and a
+    document whose chunks would pass ``max_chunks`` raises LimitExceeded before any is written."""
     collections = list(collection_ids)
+    config = limits_config or limits.active()
     async with conn.transaction():
+        if config is not None:
+            limits.check_chunks(config, await limits.lock_owner(conn, owner_id), len(texts))
         async with conn.cursor() as cur:
             async with cur.copy(
                 "COPY chunks (owner_id, id, document_id, collection_ids, chunk_order, text, metadata, embedding) "

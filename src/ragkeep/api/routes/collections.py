@@ -93,7 +93,9 @@ async def create_collection(
     body: CollectionCreate, principal: PrincipalDep, services: ServicesDep
 ) -> Results[CollectionOut]:
     async with services.db.pool.connection() as conn:
-        row = await coll.create_collection(conn, principal.id, body.name, body.description)
+        row = await coll.create_collection(
+            conn, principal.id, body.name, body.description, limits_config=services.settings.limits
+        )
     return Results(results=_out(row))
 
 

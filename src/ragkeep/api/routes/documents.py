@@ -26,6 +26,7 @@ from ragkeep.api.schemas import (
     SearchSettings,
 )
 from ragkeep.auth import collections as coll
+from ragkeep.auth import limits
 from ragkeep.auth.users import Principal
 from ragkeep.ingest import store
 from ragkeep.ingest.parsers import UnsupportedDocumentType, detect_type
@@ -129,6 +130,21 @@ async def create_document(
     coll_ids = [_uuid(f"collection_ids[{i}]", c) for i, c in enumerate(_json_field("collection_ids", collection_ids, list) or [])]
     doc_id = _uuid("id", id) if id else uuid.uuid4()
     cfg = services.settings.ingestion
+    quota = services.settings.limits
+    async with services.db.pool.connection() as conn:
+        owner = await limits.read_owner(conn, principal.id)
+    # Early and unlocked, to spare reading, parsing and embedding a document that cannot fit (it
+    # has one chunk at least); the exact checks run under the owner's lock when writing.
+    limits.check_documents(quota, owner)
+    limits.check_chunks(quota, owner, 1)
+    overrides = owner.overrides
+    if limits.exempt(quota, owner):
+        quota = quota.model_copy(update={"max_upload_size": None, "max_upload_size_by_type": {}})
+        overrides = {}
+
+    def check_size(size: int, field: str, file_type: str | None) -> None:
+        """413 naming the limit that applies to this user and type (the server's ceiling caps all)."""
+        limits.check_upload_size(quota, overrides, file_type, cfg.max_file_size_bytes, size, field)
 
     title: str | None = None
     if file is not None:
@@ -137,8 +153,7 @@ async def create_document(
         except UnsupportedDocumentType as e:
             raise ApiError(415, str(e)) from None
         data = await file.read(cfg.max_file_size_bytes + 1)
-        if len(data) > cfg.max_file_size_bytes:
-            raise ApiError(413, f"file: larger than the limit of {cfg.max_file_size_bytes} bytes")
+        check_size(len(data), "file", doc_type)
         if not data:
             raise ApiError(422, "file: the file is empty")
         source: FileSource | TextSource | ChunksSource = FileSource(data, file.filename, file.content_type)
@@ -148,12 +163,13 @@ async def create_document(
             raise ApiError(422, "raw_text: expected non-empty text")
         if problem := text_problem(raw_text):
             raise ApiError(422, f"raw_text: {problem}")
-        if len(raw_text.encode()) > cfg.max_file_size_bytes:
-            raise ApiError(413, f"raw_text: larger than the limit of {cfg.max_file_size_bytes} bytes")
+        check_size(len(raw_text.encode()), "raw_text", "txt")
         doc_type, source = "txt", TextSource(raw_text)
     else:
         assert chunks is not None
         doc_type, source = "txt", ChunksSource(_chunks(chunks))
+        check_size(sum(len(c.text.encode()) for c in source.chunks), "chunks", "txt")
+        limits.check_chunks(quota, owner, len(source.chunks))
 
     await _check_collections(services, principal, coll_ids)
     upload = Upload(
@@ -170,19 +186,23 @@ async def create_document(
         ingestor.validate(upload)
     except IngestionError as e:
         raise ApiError(422, str(e)) from None
-    try:
-        await ingestor.claim(upload)
-    except store.DuplicateDocument as e:
-        raise ApiError(409, str(e), document_id=str(e.existing_id)) from None
+    # The configured limits reach the claim and the chunk write (and a background task made here).
+    with limits.applying(services.settings.limits):
+        try:
+            await ingestor.claim(upload)
+        except store.DuplicateDocument as e:
+            raise ApiError(409, str(e), document_id=str(e.existing_id)) from None
 
-    if upload.size_in_bytes > cfg.background_threshold_bytes and isinstance(source, FileSource):
-        ingestor.process_in_background(upload)
-        out = IngestionOut(message="Ingestion task queued successfully.", task_id=doc_id, document_id=doc_id)
-        return JSONResponse(status_code=202, content=Results(results=out).model_dump(mode="json"))
-    try:
-        await ingestor.process(upload)
-    except IngestionError as e:
-        raise ApiError(422, str(e), document_id=str(doc_id)) from None
+        if upload.size_in_bytes > cfg.background_threshold_bytes and isinstance(source, FileSource):
+            ingestor.process_in_background(upload)
+            out = IngestionOut(message="Ingestion task queued successfully.", task_id=doc_id, document_id=doc_id)
+            return JSONResponse(status_code=202, content=Results(results=out).model_dump(mode="json"))
+        try:
+            await ingestor.process(upload)
+        except IngestionError as e:
+            if isinstance(e.__cause__, limits.LimitExceeded):  # refused whole by max_chunks
+                raise e.__cause__ from None
+            raise ApiError(422, str(e), document_id=str(doc_id)) from None
     return Results(results=IngestionOut(message="Document created and ingested successfully.", document_id=doc_id))
 
 

@@ -1,6 +1,8 @@
 """``/v3/users``: registration, log-in, tokens, profiles, administration, API keys and limits.
 
 A user's collections (``/v3/users/{id}/collections``) are served by ``routes.collections``.
+Log-in and token refresh are on ``public_router``, which is not rate limited: they have no
+caller to count, and a stale token still sent with them must not stop them (see app.py).
 """
 
 from __future__ import annotations
@@ -9,10 +11,11 @@ import re
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Form, Query
+from fastapi import APIRouter, Body, Depends, Form, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ragkeep.api import ratelimit
 from ragkeep.api.deps import Limit, Offset, PrincipalDep, ServicesDep, SuperuserDep, optional_principal
 from ragkeep.api.errors import ApiError
 from ragkeep.api.schemas import (
@@ -28,24 +31,25 @@ from ragkeep.api.schemas import (
     UserCreate,
     UserOut,
 )
-from ragkeep.auth import api_keys, tokens, users
+from ragkeep.auth import api_keys, limits, tokens, users
 from ragkeep.auth.passwords import MIN_PASSWORD_LENGTH
 from ragkeep.auth.tokens import InvalidToken, TokenPair
 from ragkeep.auth.users import EmailTaken, LastSuperuser, Principal, User, UserUsage
 from ragkeep.text import json_problem, text_problem
 
 router = APIRouter(prefix="/v3/users", tags=["users"])
+#: Routes without a caller; included before ``router``, whose ``POST /{user_id}`` would take "/login".
+public_router = APIRouter(prefix="/v3/users", tags=["users"])
 
 _bearer = HTTPBearer(auto_error=False)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
-#: R2R's defaults (``[app]`` and ``[database.limits]`` of its r2r.toml). ragkeep reports them, with
-#: each user's ``limits_overrides``, in ``GET /v3/users/{id}/limits``; enforcing them (and counting
-#: requests) comes with the quotas issue, which will make them configurable.
-DEFAULT_STORAGE_LIMITS = {"documents": 10_000, "chunks": 10_000_000, "collections": 5_000}
-DEFAULT_RATE_LIMITS = {"global_per_min": 60, "route_per_min": 20, "monthly_limit": 10_000}
-_OVERRIDE_KEYS = {"documents": "max_documents", "chunks": "max_chunks", "collections": "max_collections"}
-_INTEGER_OVERRIDES = frozenset(_OVERRIDE_KEYS.values()) | frozenset(DEFAULT_RATE_LIMITS)
+#: ``limits_overrides`` keys (R2R's) holding a non-negative integer, or null for "the default".
+_INTEGER_OVERRIDES = frozenset(limits.STORAGE_KEYS.values()) | {
+    "global_per_min", "route_per_min", "monthly_limit", "max_file_size",
+}
+#: Rate limits are at least 1 (0 would lock the user out; deactivate them instead).
+_RATE_OVERRIDES = frozenset({"global_per_min", "route_per_min", "monthly_limit"})
 
 
 def user_out(user: User, usage: UserUsage | None = None) -> UserOut:
@@ -130,9 +134,30 @@ class UserUpdate(BaseModel):
         if problem := json_problem(v):
             raise ValueError(problem)
         for key in _INTEGER_OVERRIDES & set(v):
-            value = v[key]
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise ValueError(f"{key} must be a non-negative integer or null")
+            _check_limit(key, v[key], minimum=1 if key in _RATE_OVERRIDES else 0)
+        by_type = v.get("max_file_size_by_type")
+        if by_type is not None:
+            if not isinstance(by_type, dict):
+                raise ValueError("max_file_size_by_type must be an object of file type to bytes")
+            for ext, value in by_type.items():
+                _check_limit(f"max_file_size_by_type.{ext}", value, minimum=0)
+        routes = v.get("route_overrides")
+        if routes is not None:
+            if not isinstance(routes, dict):
+                raise ValueError("route_overrides must be an object of route to limits")
+            for route, settings in routes.items():
+                if not route.startswith("/v3/"):
+                    raise ValueError(f"route_overrides: route templates start with /v3/: {route[:80]!r}")
+                if not isinstance(settings, dict):
+                    raise ValueError(f"route_overrides.{route} must be an object")
+                unknown = set(settings) - {"route_per_min", "monthly_limit"}
+                if unknown:
+                    raise ValueError(
+                        f"route_overrides.{route}: only route_per_min and monthly_limit are per route "
+                        f"(not {', '.join(sorted(unknown))}); global_per_min is set once, at the top level"
+                    )
+                for key, value in settings.items():
+                    _check_limit(f"route_overrides.{route}.{key}", value, minimum=1)
         return v
 
     @field_validator("metadata")
@@ -170,6 +195,23 @@ class UserDelete(BaseModel):
     delete_vector_data: bool | None = None
 
 
+def _check_routes(request: Request, routes: dict[str, Any]) -> None:
+    """A route override must name a route template the API has, or it would never apply."""
+    known = set(request.app.openapi().get("paths", {}))
+    for route in routes:
+        if route not in known:
+            raise ApiError(
+                422,
+                f"limits_overrides.route_overrides: no route {route[:200]!r}; give a route template as in "
+                "the API's paths, e.g. /v3/retrieval/search or /v3/documents/{document_id}",
+            )
+
+
+def _check_limit(key: str, value: Any, *, minimum: int) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+        raise ValueError(f"{key} must be an integer >= {minimum}, or null for the default")
+
+
 class UsageLimit(BaseModel):
     used: int
     limit: int
@@ -188,14 +230,19 @@ class RateLimits(BaseModel):
     monthly_limit: int
 
 
+class RouteUsage(BaseModel):
+    route_per_min: UsageLimit
+    monthly_limit: UsageLimit
+
+
 class RateUsage(BaseModel):
     global_per_min: UsageLimit
     monthly_limit: UsageLimit
-    routes: dict[str, Any] = {}
+    routes: dict[str, RouteUsage] = {}
 
 
 class LimitsOut(BaseModel):
-    """R2R's ``LimitsResponse``."""
+    """R2R's ``LimitsResponse`` (its client requires every ``limit`` to be an integer)."""
 
     storage_limits: StorageLimits
     system_defaults: RateLimits
@@ -248,7 +295,7 @@ async def list_users(
     return PaginatedResults(results=[user_out(u, usage) for u, usage in rows], total_entries=total)
 
 
-@router.post("/login", response_model=Results[TokenPairOut])
+@public_router.post("/login", response_model=Results[TokenPairOut])
 async def login(
     services: ServicesDep, username: Annotated[str, Form()], password: Annotated[str, Form()]
 ) -> Results[TokenPairOut]:
@@ -259,7 +306,7 @@ async def login(
     return Results(results=_pair_out(services.tokens.pair(user.id, password_changed_at=user.password_changed_at)))
 
 
-@router.post("/refresh-token", response_model=Results[TokenPairOut])
+@public_router.post("/refresh-token", response_model=Results[TokenPairOut])
 async def refresh_token(
     services: ServicesDep, refresh_token: Annotated[str, Body(min_length=1, max_length=4096)]
 ) -> Results[TokenPairOut]:
@@ -340,7 +387,7 @@ async def get_user(user_id: uuid.UUID, principal: PrincipalDep, services: Servic
 
 @router.post("/{user_id}", response_model=Results[UserOut])
 async def update_user(
-    user_id: uuid.UUID, body: UserUpdate, principal: PrincipalDep, services: ServicesDep
+    user_id: uuid.UUID, body: UserUpdate, principal: PrincipalDep, services: ServicesDep, request: Request
 ) -> Results[UserOut]:
     """Users update their own profile; superusers anyone's, and only they change ``is_superuser``
     and ``limits_overrides``."""
@@ -349,6 +396,8 @@ async def update_user(
     if body.limits_overrides is not None and not principal.is_superuser:
         raise ApiError(403, "limits_overrides: only a superuser may change limits")
     _require_self_or_superuser(principal, user_id)
+    if body.limits_overrides:
+        _check_routes(request, body.limits_overrides.get("route_overrides") or {})
     changes = {
         k: v
         for k, v in body.model_dump(include=set(users.UPDATABLE)).items()
@@ -392,36 +441,54 @@ async def delete_user(
 
 @router.get("/{user_id}/limits", response_model=Results[LimitsOut])
 async def get_limits(user_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep) -> Results[LimitsOut]:
-    """R2R's limits report: storage limits with what the user stores, and rate limits.
+    """R2R's limits report: what the user stores against their storage limits, and their requests
+    this minute and month against their rate limits (the user themself, or a superuser).
 
-    Not enforced yet, and requests are not counted yet (``used`` is 0): that is the quotas issue."""
+    ``effective_limits.route_per_min`` is the default for routes without limits of their own;
+    ``usage.routes`` lists the routes that have them. A route without a per-minute limit of its
+    own reports the global one (which bounds it), and likewise for the month."""
     _require_self_or_superuser(principal, user_id)
+    config = services.settings.limits
     async with services.db.pool.connection() as conn:
         user = await users.get_user(conn, user_id)
         if user is None:
             raise ApiError(404, f"user {user_id} not found")
         used = await users.usage_counts(conn, user_id)
+        requests = await ratelimit.current_usage(conn, user_id)
     overrides = user.limits_overrides or {}
-
-    def effective(key: str, default: int) -> int:
-        value = overrides.get(key)
-        return value if isinstance(value, int) and not isinstance(value, bool) else default
-
-    storage = {
-        kind: _usage(effective(_OVERRIDE_KEYS[kind], default), used[kind])
-        for kind, default in DEFAULT_STORAGE_LIMITS.items()
-    }
-    rates = {k: effective(k, v) for k, v in DEFAULT_RATE_LIMITS.items()}
+    storage = limits.storage_limits(config, overrides)
+    defaults = ratelimit.rate_limits(config, None, "")
+    effective = ratelimit.rate_limits(config, overrides, "")
+    routes = {}
+    for route in ratelimit.limited_routes(config, overrides):
+        mine = ratelimit.rate_limits(config, overrides, route)
+        routes[route] = RouteUsage(
+            route_per_min=_usage(mine.route_per_min or mine.global_per_min, requests.get(("minute", route), 0)),
+            monthly_limit=_usage(mine.route_monthly or mine.monthly_limit, requests.get(("month", route), 0)),
+        )
+    every = ratelimit.ALL_ROUTES
     return Results(
         results=LimitsOut(
-            storage_limits=StorageLimits(**storage),
-            system_defaults=RateLimits(**DEFAULT_RATE_LIMITS),
+            storage_limits=StorageLimits(
+                documents=_usage(storage.documents, used["documents"]),
+                chunks=_usage(storage.chunks, used["chunks"]),
+                collections=_usage(storage.collections, used["collections"]),
+            ),
+            system_defaults=RateLimits(
+                global_per_min=defaults.global_per_min,
+                route_per_min=defaults.route_per_min,
+                monthly_limit=defaults.monthly_limit,
+            ),
             user_overrides=overrides,
-            effective_limits=RateLimits(**rates),
+            effective_limits=RateLimits(
+                global_per_min=effective.global_per_min,
+                route_per_min=effective.route_per_min,
+                monthly_limit=effective.monthly_limit,
+            ),
             usage=RateUsage(
-                global_per_min=_usage(rates["global_per_min"], 0),
-                monthly_limit=_usage(rates["monthly_limit"], 0),
-                routes={},
+                global_per_min=_usage(effective.global_per_min, requests.get(("minute", every), 0)),
+                monthly_limit=_usage(effective.monthly_limit, requests.get(("month", every), 0)),
+                routes=routes,
             ),
         )
     )
