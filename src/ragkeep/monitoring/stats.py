@@ -301,7 +301,21 @@ def window_start(window_hours: int, now: datetime | None = None) -> datetime:
     return (now or datetime.now(UTC)) - timedelta(hours=window_hours)
 
 
+async def _snapshot(conn: psycopg.AsyncConnection) -> None:
+    """Read every section from one snapshot: a flush landing between two queries would otherwise
+    make the total disagree with its parts. Must be the transaction's first statement."""
+    await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+
 async def system_stats(
+    conn: psycopg.AsyncConnection, *, window_hours: int, top: int, instance_timeout: float
+) -> dict[str, Any]:
+    async with conn.transaction():
+        await _snapshot(conn)
+        return await _system_stats(conn, window_hours=window_hours, top=top, instance_timeout=instance_timeout)
+
+
+async def _system_stats(
     conn: psycopg.AsyncConnection, *, window_hours: int, top: int, instance_timeout: float
 ) -> dict[str, Any]:
     now = datetime.now(UTC)
@@ -323,6 +337,12 @@ async def system_stats(
 
 async def user_stats(conn: psycopg.AsyncConnection, user_id: uuid.UUID, *, window_hours: int) -> dict[str, Any] | None:
     """One user's figures over the window; None when there is no such user."""
+    async with conn.transaction():
+        await _snapshot(conn)
+        return await _user_stats(conn, user_id, window_hours=window_hours)
+
+
+async def _user_stats(conn: psycopg.AsyncConnection, user_id: uuid.UUID, *, window_hours: int) -> dict[str, Any] | None:
     details = (await _user_details(conn, [user_id]))[user_id]
     if details["email"] is None:
         return None
