@@ -16,7 +16,7 @@ from pgvector.psycopg import register_vector_async
 from psycopg_pool import AsyncConnectionPool
 
 from ragkeep.config import Settings
-from ragkeep.indices.advice import advise, off_peak_hour, percentile_ms
+from ragkeep.indices.advice import advise, off_peak_hour
 from ragkeep.indices.memory import hnsw_bytes
 from ragkeep.monitoring.searches import SearchRecorder
 from tests.search.synthetic import DIM, add_chunks, unit
@@ -121,10 +121,9 @@ def test_cross_user_traffic_calls_for_a_global_index_off_peak(db: str, settings:
     t = advice["traffic"]
     assert t["searches"] == 103 and abs(t["cross_user_share"] - 10 / 103) < 1e-9
     by_scope = {tuple(r["scope_vectors"]): r for r in t["by_scope_size"]}
-    assert by_scope[(512, 1023)]["searches"] == 93 and by_scope[(1024, 2047)]["p95_ms"] == 50
+    assert by_scope[(512, 1023)]["searches"] == 93 and by_scope[(1024, 2047)]["p95_ms"] == 30  # the slowest seen, tighter than the 50 ms bucket
     assert t["searches_by_hour_utc"][5] == 1
 
 
-def test_histogram_percentiles_and_off_peak() -> None:
-    assert percentile_ms([0, 0, 9, 1] + [0] * 9, 0.5) == 5 and percentile_ms([0] * 13, 0.5) is None
+def test_off_peak_hour() -> None:
     assert off_peak_hour({}) == 3 and off_peak_hour({h: 10 for h in range(24)} | {17: 2}) == 17

@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 
 from ragkeep.config import Settings
 from ragkeep.indices.memory import parallel_workers, plan_build
-from ragkeep.monitoring.searches import LATENCY_BOUNDS_MS, bucket_range
+from ragkeep.monitoring.searches import bucket_range, hist_percentile
 
 #: Days of search activity the advice reads.
 WINDOW_DAYS = 7
@@ -86,19 +86,6 @@ ORDER BY ic.relname
 """
 
 
-def percentile_ms(hist: list[int], q: float) -> float | None:
-    """Upper bound of the histogram bucket holding the q-quantile (None past the last bound)."""
-    total = sum(hist)
-    if not total:
-        return None
-    seen = 0
-    for i, n in enumerate(hist):
-        seen += n
-        if seen >= q * total:
-            return LATENCY_BOUNDS_MS[i] if i < len(LATENCY_BOUNDS_MS) else None
-    return None
-
-
 def off_peak_hour(by_hour: dict[int, int]) -> int:
     """The UTC hour with the fewest searches; 03:00 when nothing was observed (ties: earliest)."""
     if not by_hour:
@@ -157,7 +144,8 @@ async def advise(conn: psycopg.AsyncConnection, settings: Settings, dimension: i
         by_scope.append({
             "scope_vectors": [lo, hi], "strategy": r["strategy"], "searches": r["searches"],
             "mean_ms": r["total_ms"] / r["searches"], "mean_db_ms": r["db_ms"] / r["searches"],
-            "p50_ms": percentile_ms(hist, 0.5), "p95_ms": percentile_ms(hist, 0.95), "max_ms": r["max_ms"],
+            "p50_ms": hist_percentile(hist, 0.5, r["max_ms"]), "p95_ms": hist_percentile(hist, 0.95, r["max_ms"]),
+            "max_ms": r["max_ms"],
         })
         if r["strategy"] == "exact":
             exact_ms += r["db_ms"]
