@@ -126,11 +126,18 @@ class EmbeddingConfig(_Section):
     dimensions: int | None = Field(None, ge=1, le=16000)
     base_url: str | None = None
     api_key: str | None = None
-    batch_size: int = Field(32, ge=1, le=4096)
-    #: Intra-op threads of ONNX Runtime; 0 lets it use every core.
+    #: Texts per model call, after sorting by length (bench/ingest.py --tune measures the choice).
+    batch_size: int = Field(8, ge=1, le=4096)
+    #: Intra-op threads of ONNX Runtime; 0 lets it use every core. Threads never spin while idle.
     threads: int = Field(0, ge=0, le=256)
-    #: The model's window in tokens; longer inputs are cut by the tokenizer.
+    #: The model's window in tokens, special tokens included: chunks are cut to fit it. For
+    #: ``openai``, the remote model's window (default 8191).
     max_tokens: int = Field(256, ge=8)
+    #: ``openai`` only: the model's ``tokenizer.json`` (Hugging Face format) to count tokens with;
+    #: without it, MiniLM's WordPiece tokenizer stands in (it errs towards more tokens).
+    tokenizer: Path | None = None
+    #: Query vectors kept in an LRU cache, so a repeated search skips the model; 0 turns it off.
+    query_cache_size: int = Field(1024, ge=0, le=1_000_000)
     timeout_seconds: float = Field(60.0, gt=0)
 
     @model_validator(mode="after")
@@ -145,18 +152,38 @@ class EmbeddingConfig(_Section):
 
 
 class IngestionConfig(_Section):
-    #: Target chunk size in characters (paragraphs, then sentences, then words).
-    chunk_size: int = Field(800, ge=50, le=100_000)
-    chunk_overlap: int = Field(100, ge=0)
+    #: Chunk size in tokens of the embedding model's tokenizer, its special tokens included; no
+    #: chunk is ever longer than the model's window. Unset: 256, or the window if smaller.
+    #: Cuts prefer paragraphs, then sentences, then words.
+    chunk_size: int | None = Field(None, ge=16, le=100_000)
+    #: Tokens each chunk repeats from the end of the previous one.
+    chunk_overlap: int = Field(32, ge=0)
     max_file_size_bytes: int = Field(50 * 1024 * 1024, ge=1)
     #: Files larger than this are processed in a background task; the upload answers at once.
     background_threshold_bytes: int = Field(256 * 1024, ge=0)
 
     @model_validator(mode="after")
     def _overlap(self) -> IngestionConfig:
-        if self.chunk_overlap >= self.chunk_size:
+        if self.chunk_size is not None and self.chunk_overlap >= self.chunk_size:
             raise ValueError("chunk_overlap must be smaller than chunk_size")
         return self
+
+    def chunk_tokens(self, window: int) -> int:
+        """The chunk size for a model reading ``window`` tokens; an explicit size above it is an error
+        (a chunk the model cannot read whole is text that can never be found by meaning).
+
+        The default, 256, is all-MiniLM-L6-v2's window (sentence-transformers' max_seq_length);
+        larger remote models keep it too, as a passage of that size is what retrieval returns.
+        """
+        default = min(256, window)
+        if self.chunk_size is None:
+            return default
+        if self.chunk_size > window:
+            raise ConfigError(
+                f"ingestion.chunk_size ({self.chunk_size} tokens) is larger than the embedding model's window "
+                f"({window} tokens, embedding.max_tokens): lower it, or remove it to use {default}"
+            )
+        return self.chunk_size
 
 
 class SearchConfig(_Section):

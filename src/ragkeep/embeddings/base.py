@@ -6,10 +6,15 @@ import abc
 import asyncio
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 
 class EmbeddingError(Exception):
@@ -36,20 +41,38 @@ class EmbeddingProvider(abc.ABC):
 
     ``busy_seconds`` adds up the wall time spent inside the model or the remote call, so that a
     benchmark can tell embedding time from everything else an ingestion does.
+
+    Query vectors are kept in a small LRU cache (``query_cache_size`` entries, 0 = off): the
+    same question asked again, by a user paging through results or by a dashboard, skips the
+    model. A query vector depends on its text alone, so the cache is shared by every tenant
+    without revealing anything (a cached vector is what any caller would compute).
     """
 
     model_name: str
     dimension: int
-    #: Longer inputs are truncated (local model) or rejected (remote server); chunkers stay below.
+    #: The model's window: longer inputs are truncated (local model) or rejected (remote server),
+    #: so chunkers stay below it, counting with :meth:`tokenizer`.
     max_tokens: int
     busy_seconds: float
 
-    def __init__(self, model_name: str, dimension: int, max_tokens: int) -> None:
+    def __init__(self, model_name: str, dimension: int, max_tokens: int, query_cache_size: int = 1024) -> None:
+        if query_cache_size < 0:
+            raise EmbeddingError(f"query_cache_size must be >= 0 (got {query_cache_size})")
         self.model_name = model_name
         self.dimension = dimension
         self.max_tokens = max_tokens
         self.busy_seconds = 0.0
         self._busy_lock = threading.Lock()
+        self.query_cache_size = query_cache_size
+        self.query_cache_hits = 0
+        self.query_cache_misses = 0
+        self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    @abc.abstractmethod
+    def tokenizer(self) -> Tokenizer:
+        """An untruncated tokenizer that counts tokens as the model does (or as near as is known),
+        for chunkers to keep every chunk within :attr:`max_tokens`."""
 
     @abc.abstractmethod
     def embed_sync(self, texts: list[str]) -> np.ndarray:
@@ -60,7 +83,27 @@ class EmbeddingProvider(abc.ABC):
         return await asyncio.to_thread(self.embed_sync, check_texts(texts))
 
     async def embed_query(self, text: str) -> np.ndarray:
-        """One 1-D vector: the shape search code wants for a query."""
+        """One 1-D vector, the shape search code wants for a query; read-only, as it may be cached."""
+        if self.query_cache_size:
+            with self._cache_lock:
+                cached = self._query_cache.get(text)
+                if cached is not None:
+                    self._query_cache.move_to_end(text)
+                    self.query_cache_hits += 1
+                    return cached
+        vector = await self._embed_query(text)
+        vector.setflags(write=False)
+        if self.query_cache_size:
+            with self._cache_lock:
+                self.query_cache_misses += 1
+                self._query_cache[text] = vector
+                self._query_cache.move_to_end(text)
+                while len(self._query_cache) > self.query_cache_size:
+                    self._query_cache.popitem(last=False)
+        return vector
+
+    async def _embed_query(self, text: str) -> np.ndarray:
+        """The uncached query path; a local model overrides it to let queries pass ingestion."""
         vector: np.ndarray = (await self.embed([text]))[0]
         return vector
 

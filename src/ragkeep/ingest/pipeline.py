@@ -4,6 +4,10 @@ The document row is claimed first (status ``pending``) so that duplicates are re
 work, and so that status is visible while a large file is processed in the background. Chunks
 and the ``success`` status are written in one transaction; any failure leaves no chunk and the
 status ``failed`` with the error.
+
+Chunks are cut in tokens of the embedding model's own tokenizer and never exceed its window, so
+the text stored for a chunk is exactly the text its vector was computed from (a model silently
+drops what does not fit). Chunks given ready-made without vectors are held to the same window.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from psycopg_pool import AsyncConnectionPool
 from ragkeep.config import IngestionConfig
 from ragkeep.embeddings import EmbeddingProvider
 from ragkeep.ingest import store
-from ragkeep.ingest.chunking import chunk_text
+from ragkeep.ingest.chunking import TokenChunker
 from ragkeep.ingest.parsers import DocumentParseError, parse_document
 
 log = logging.getLogger(__name__)
@@ -102,6 +106,8 @@ class Ingestor:
         self.pool = pool
         self.embedder = embedder
         self.config = config
+        # Raises ConfigError at start for a chunk_size the model cannot read whole.
+        self.chunker = TokenChunker(embedder.tokenizer(), config.chunk_tokens(embedder.max_tokens), config.chunk_overlap)
         self._background: set[asyncio.Task[None]] = set()
         #: Cumulative wall seconds per step (parse, chunk, embed, store) across all documents.
         self.step_seconds: dict[str, float] = defaultdict(float)
@@ -117,7 +123,19 @@ class Ingestor:
     def validate(self, upload: Upload) -> None:
         """Checks that need no database, run before anything is written."""
         if isinstance(upload.source, ChunksSource):
-            self._given_vectors(upload.source.chunks)
+            if self._given_vectors(upload.source.chunks) is None:
+                self._check_window([c.text for c in upload.source.chunks])
+
+    def _check_window(self, texts: list[str]) -> None:
+        """Ready-made chunks that the model would truncate are refused, not silently cut."""
+        window = self.embedder.max_tokens
+        for i, n in enumerate(self.chunker.count(texts)):
+            if n > window:
+                raise IngestionError(
+                    f"chunks[{i}] is {n} tokens long and the embedding model reads at most {window} "
+                    f"({self.embedder.model_name}); split it, send the text as a file or raw_text to have "
+                    "ragkeep chunk it, or send the chunk with its embedding"
+                )
 
     async def claim(self, upload: Upload) -> None:
         """Register the document as pending; raises store.DuplicateDocument."""
@@ -201,7 +219,6 @@ class Ingestor:
 
     async def _texts(self, upload: Upload) -> tuple[list[str], list[dict[str, Any]], np.ndarray | None]:
         src = upload.source
-        cfg = self.config
         if isinstance(src, ChunksSource):
             texts = [c.text for c in src.chunks]
             metadatas = [{**upload.metadata, **c.metadata} for c in src.chunks]
@@ -219,7 +236,7 @@ class Ingestor:
         else:
             text = src.text.replace("\x00", "")
         with self._step("chunk"):
-            texts = await asyncio.to_thread(chunk_text, text, cfg.chunk_size, cfg.chunk_overlap)
+            texts = await asyncio.to_thread(self.chunker.chunks, text)
         return texts, [dict(upload.metadata) for _ in texts], None
 
     def _given_vectors(self, chunks: list[ChunkInput]) -> np.ndarray | None:
