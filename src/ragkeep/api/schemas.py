@@ -188,7 +188,8 @@ class HybridSettings(BaseModel):
 
 
 class ChunkSettings(BaseModel):
-    """R2R's chunk_settings. ``ef_search`` and ``probes`` are honoured once ragkeep manages indices."""
+    """R2R's chunk_settings. ``ef_search`` and ``probes`` reach the index scan when set; unset, the
+    ``[search]`` defaults apply (see docs/planner.md)."""
 
     model_config = ConfigDict(extra="ignore")
 

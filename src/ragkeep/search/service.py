@@ -29,10 +29,14 @@ class HybridParams:
 
 @dataclass(frozen=True)
 class IndexParams:
-    """Query-time index settings: R2R's chunk_settings ``ef_search`` and ``probes``."""
+    """Query-time index settings: R2R's chunk_settings ``ef_search`` and ``probes``; None takes
+    the ``[search]`` default."""
 
-    ef_search: int = 40
-    probes: int = 10
+    ef_search: int | None = None
+    probes: int | None = None
+
+    def resolved(self, config: SearchConfig) -> IndexParams:
+        return IndexParams(self.ef_search or config.ef_search, self.probes or config.probes)
 
 
 @dataclass
@@ -119,7 +123,7 @@ async def run_search(
     hybrid), and the plan that produced them. ``strategy`` overrides the planner (benchmarks);
     ``explain`` also runs EXPLAIN ANALYZE of the final statement (tests, benchmarks)."""
     config = config or SearchConfig()
-    index = index or IndexParams()
+    index = (index or IndexParams()).resolved(config)
     if kind is Kind.FULL_TEXT:
         plan = Plan(Strategy.EXACT, 0)  # no vectors involved
     elif strategy is not None:

@@ -70,7 +70,11 @@ async def search_chunks(body: SearchRequest, principal: PrincipalDep, services: 
             query_text=body.query,
             query_vector=vector,
             hybrid=HybridParams(h.full_text_weight, h.semantic_weight, h.full_text_limit, h.rrf_k),
-            index=IndexParams(ef_search=c.ef_search, probes=c.probes),
+            # R2R's defaults (40, 10) only when the caller set them; else ragkeep's [search] ones.
+            index=IndexParams(
+                c.ef_search if "ef_search" in c.model_fields_set else None,
+                c.probes if "probes" in c.model_fields_set else None,
+            ),
             config=services.settings.search,
         )
         db_ms = (time.perf_counter() - db_started) * 1000
