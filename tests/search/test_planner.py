@@ -148,7 +148,26 @@ def test_hybrid_over_a_large_scope_matches_the_exact_semantic_ranks(data) -> Non
     assert len(overlap) >= 9
 
 
-def test_ef_search_is_applied_for_the_transaction_only(data) -> None:
+@pytest.fixture
+def ef_index(data) -> Iterator[str]:
+    """The large user's own partial index: a plain scan of it returns exactly ef_search of the
+    user's rows (on the global index, other users' vectors could take every candidate slot)."""
+    url, large, name = data["url"], data["large"], "ix_test_planner_ef"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE INDEX {name} ON chunks USING hnsw (embedding vector_cosine_ops) WHERE owner_id = '{large.id}'::uuid"
+        )
+        conn.execute("INSERT INTO tenant_indexes (index_name, owner_id, measure) VALUES (%s, %s, 'cosine_distance')",
+                     (name, large.id))
+    invalidate_directory()
+    yield name
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP INDEX {name}")
+        conn.execute("DELETE FROM tenant_indexes WHERE index_name = %s", (name,))
+    invalidate_directory()
+
+
+def test_ef_search_is_applied_for_the_transaction_only(data, ef_index) -> None:
     """pgvector's plain HNSW scan returns at most ef_search rows: the setting reached the scan."""
     url, large, q = data["url"], data["large"], data["queries"][3]
     plain = SearchConfig(exact_threshold=500, iterative_scan="off", exact_fallback=False)
@@ -208,7 +227,7 @@ def test_unfiltered_superuser_scope_counts_every_vector(data) -> None:
     assert out.plan.scope_size == total and out.plan.strategy is Strategy.ITERATIVE
 
 
-def test_api_applies_r2r_chunk_settings_ef_search(data, settings, tmp_path) -> None:
+def test_api_applies_r2r_chunk_settings_ef_search(data, ef_index, settings, tmp_path) -> None:
     """Through the API: R2R's search_settings.chunk_settings.ef_search reaches the index scan (a
     plain HNSW scan returns at most ef_search rows), on a server configured to plan that way."""
     from tests.support import ServerThread, login, make_settings
