@@ -126,8 +126,8 @@ def main() -> None:
           f"{sum(1 for s in sizes if s == 0)} queries with none")
     base = results["full-text"][0]
     print()
-    print(f"| kind      | nDCG@10 | recall@10 |   MRR | nDCG / full-text | queries with a hit in top 10 |")
-    print(f"|-----------|--------:|----------:|------:|-----------------:|-----------------------------:|")
+    print("| kind      | nDCG@10 | recall@10 |   MRR | nDCG / full-text | queries with a hit in top 10 |")
+    print("|-----------|--------:|----------:|------:|-----------------:|-----------------------------:|")
     for kind, (m, per) in results.items():
         hits = sum(1 for s in per if s.mrr > 0)
         ratio = m.ndcg / base.ndcg if base.ndcg else float("inf")

@@ -117,3 +117,16 @@ def test_openai_provider_counts_with_the_configured_tokenizer(tmp_path: Path) ->
         create_provider(EmbeddingConfig(tokenizer=custom))
     for p in (stand_in, own):
         p.close()
+
+
+def test_token_ids_from_the_chunker_give_the_same_vectors(provider: MiniLMProvider) -> None:
+    texts = [topics["lambda"][:800], topics["pass"][:300], topics["assignment"]]  # the last is > 256 tokens
+    ids = [provider.tokenizer().encode(t).ids for t in texts]
+    assert len(ids[2]) > provider.max_tokens
+    expected = provider.embed_sync(texts)
+    # Over-window ids are not used as given: the model's own (truncating) tokenizer runs instead.
+    np.testing.assert_allclose(asyncio.run(provider.embed(texts, ids)), expected, atol=1e-5)
+    np.testing.assert_allclose(asyncio.run(provider.embed(texts[:2], ids[:2])), expected[:2], atol=1e-5)
+    # They are used when they fit: ids of another text give that text's vector.
+    swapped = asyncio.run(provider.embed(texts[:2], [ids[1], ids[0]]))
+    np.testing.assert_allclose(swapped, expected[[1, 0]], atol=1e-5)

@@ -39,15 +39,20 @@ def tokens(text: str) -> int:
 
 
 def check(chunker: TokenChunker, text: str) -> list[tuple[int, int]]:
-    spans = chunker.spans(text)
+    plan = chunker.plan(text)
+    spans = [span for span, _ in plan]
+    assert spans == chunker.spans(text)
     if not text.strip():
         assert spans == []
         return spans
-    for a, b in spans:
+    for (a, b), ids in plan:
         assert 0 <= a < b <= len(text)
         piece = text[a:b]
         assert piece.strip() == piece, "chunks start and end on text"
-        n = tokens(piece)
+        alone = TOKENIZER.encode(piece).ids
+        # The ids handed to the model are the chunk's own tokenisation, not the plan's guess.
+        assert ids == alone, f"ids differ for {piece[:80]!r}"
+        n = len(alone)
         assert n <= chunker.chunk_size, f"{n} tokens > {chunker.chunk_size}: {piece[:80]!r}"
     for (a, b), (c, d) in zip(spans, spans[1:]):
         assert a < c and b <= d, "chunks make progress"
@@ -190,7 +195,10 @@ def test_a_slice_that_tokenises_longer_alone_is_cut_again() -> None:
     text = " ".join(["abcdefghij" * 3] * 4)
     planned = chunking.chunk_spans(text, 8, 0, chunking.TokenRuler(text, tok))
     assert any(len(tok.encode(text[a:b]).ids) > 10 for a, b in planned), "the plan alone would overflow"
-    spans = TokenChunker(tok, 10, 0).spans(text)
+    chunker = TokenChunker(tok, 10, 0)
+    spans = chunker.spans(text)
+    texts, ids = chunker.chunks_with_ids(text)
+    assert ids == [tok.encode(t).ids for t in texts]
     assert "".join(text[a:b] for a, b in spans).replace(" ", "") == text.replace(" ", "")
     sizes = [len(tok.encode(text[a:b]).ids) for a, b in spans]
     assert max(sizes) <= 10, sizes

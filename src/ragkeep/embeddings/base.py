@@ -78,8 +78,13 @@ class EmbeddingProvider(abc.ABC):
     def embed_sync(self, texts: list[str]) -> np.ndarray:
         """Shape ``(len(texts), dimension)``, float32, unit rows; blocks the calling thread."""
 
-    async def embed(self, texts: list[str]) -> np.ndarray:
-        """Like :meth:`embed_sync`, without blocking the event loop."""
+    async def embed(self, texts: list[str], token_ids: list[list[int]] | None = None) -> np.ndarray:
+        """Like :meth:`embed_sync`, without blocking the event loop.
+
+        ``token_ids``, when given, are ``tokenizer().encode(text).ids`` of each text, computed
+        already by the chunker; a local model uses them instead of tokenising again, a remote
+        one ignores them.
+        """
         return await asyncio.to_thread(self.embed_sync, check_texts(texts))
 
     async def embed_query(self, text: str) -> np.ndarray:

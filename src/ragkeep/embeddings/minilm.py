@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from tokenizers import Encoding, Tokenizer
+from tokenizers import Tokenizer
 
 from ragkeep.embeddings.base import EmbeddingError, EmbeddingProvider, check_texts, l2_normalise
 from ragkeep.embeddings.tokenizer import MINILM_TOKENIZER_DIST as _TOKENIZER_DIST
@@ -175,15 +175,15 @@ class MiniLMProvider(EmbeddingProvider):
         out = np.empty((len(texts), DIMENSION), dtype=np.float32)
         if not texts:
             return out
-        encodings = self._tokenizer.encode_batch(texts)
-        for rows in self._batches(encodings):
-            out[rows] = self._embed_batch(session, [encodings[i] for i in rows])
+        ids = [e.ids for e in self._tokenizer.encode_batch(texts)]
+        for rows in self._batches(ids):
+            out[rows] = self._embed_batch(session, [ids[i] for i in rows])
         return out
 
-    def _batches(self, encodings: list[Encoding]) -> list[list[int]]:
+    def _batches(self, ids: list[list[int]]) -> list[list[int]]:
         """Row numbers, longest first, cut into batches: similar lengths share a batch, so little
         compute goes into padding (the arithmetic is per row, so the vectors do not change)."""
-        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids), reverse=True)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
         return [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
 
     def _live_session(self) -> ort.InferenceSession:
@@ -192,13 +192,13 @@ class MiniLMProvider(EmbeddingProvider):
             raise EmbeddingError("this MiniLM provider is closed; create a new one")
         return session
 
-    def _embed_batch(self, session: ort.InferenceSession, encodings: list[Encoding]) -> np.ndarray:
-        width = max(len(e.ids) for e in encodings)
-        ids = np.zeros((len(encodings), width), dtype=np.int64)
+    def _embed_batch(self, session: ort.InferenceSession, rows: list[list[int]]) -> np.ndarray:
+        width = max(len(r) for r in rows)
+        ids = np.zeros((len(rows), width), dtype=np.int64)
         mask = np.zeros_like(ids)
-        for row, e in enumerate(encodings):
-            ids[row, : len(e.ids)] = e.ids
-            mask[row, : len(e.ids)] = 1
+        for row, r in enumerate(rows):
+            ids[row, : len(r)] = r
+            mask[row, : len(r)] = 1
         feeds = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._inputs:
             feeds["token_type_ids"] = np.zeros_like(ids)
@@ -208,22 +208,33 @@ class MiniLMProvider(EmbeddingProvider):
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         return l2_normalise(pooled)
 
-    async def embed(self, texts: list[str]) -> np.ndarray:
-        """Tokenised off the model thread (in parallel with other documents' model calls), then
-        one model-thread job per batch."""
+    async def embed(self, texts: list[str], token_ids: list[list[int]] | None = None) -> np.ndarray:
+        """Tokenised off the model thread (in parallel with other documents' model calls), unless
+        the chunker's ids come along, then one model-thread job per batch."""
         texts = check_texts(texts)
         worker = self._live_worker()
         if not texts:
             return self._empty()
-        encodings = await asyncio.to_thread(self._tokenizer.encode_batch, texts)
+        ids = self._usable(texts, token_ids)
+        if ids is None:
+            ids = [e.ids for e in await asyncio.to_thread(self._tokenizer.encode_batch, texts)]
         session = self._live_session()
-        batches = self._batches(encodings)
-        futures = [worker.submit(INGEST, self._embed_batch, session, [encodings[i] for i in rows]) for rows in batches]
+        batches = self._batches(ids)
+        futures = [worker.submit(INGEST, self._embed_batch, session, [ids[i] for i in rows]) for rows in batches]
         parts = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
         out = np.empty((len(texts), DIMENSION), dtype=np.float32)
         for rows, part in zip(batches, parts):
             out[rows] = part
         return out
+
+    def _usable(self, texts: list[str], token_ids: list[list[int]] | None) -> list[list[int]] | None:
+        """Ids from :meth:`tokenizer` (untruncated) are what this model's tokenizer gives, as long
+        as none is beyond the window; otherwise the texts are tokenised (and truncated) here."""
+        if token_ids is None or len(token_ids) != len(texts):
+            return None
+        if any(len(ids) > self.max_tokens for ids in token_ids):
+            return None
+        return token_ids
 
     async def _embed_query(self, text: str) -> np.ndarray:
         worker = self._live_worker()

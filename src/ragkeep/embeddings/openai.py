@@ -99,7 +99,7 @@ class OpenAICompatibleProvider(EmbeddingProvider):
             parts.append(self._parse(response, len(batch)))
         return np.concatenate(parts)
 
-    async def embed(self, texts: list[str]) -> np.ndarray:
+    async def embed(self, texts: list[str], token_ids: list[list[int]] | None = None) -> np.ndarray:
         texts = check_texts(texts)
         if self._closed:
             raise EmbeddingError("this embedding provider is closed; create a new one")

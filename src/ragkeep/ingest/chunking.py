@@ -87,10 +87,16 @@ class TokenRuler:
     """
 
     def __init__(self, text: str, tokenizer: Tokenizer) -> None:
-        offsets = [o for o in tokenizer.encode(text, add_special_tokens=False).offsets if o[1] > o[0]]
+        encoding = tokenizer.encode(text, add_special_tokens=False)
+        kept = [(o, i) for o, i in zip(encoding.offsets, encoding.ids) if o[1] > o[0]]
         self.length = len(text)
-        self.starts = [s for s, _ in offsets]
-        self.ends = [e for _, e in offsets]
+        self.starts = [o[0] for o, _ in kept]
+        self.ends = [o[1] for o, _ in kept]
+        self.ids = [i for _, i in kept]
+
+    def ids_between(self, start: int, end: int) -> list[int]:
+        """The ids of the tokens inside ``text[start:end]`` (both ends at token boundaries)."""
+        return self.ids[bisect_left(self.starts, start) : bisect_left(self.starts, end)]
 
     def size(self, start: int, end: int) -> int:
         return max(bisect_left(self.starts, end) - bisect_right(self.ends, start), 0)
@@ -207,6 +213,17 @@ def _splits(char: str) -> bool:
     return char in "\t\n\r" or unicodedata.category(char) == "Zs"
 
 
+def _special_ids(tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
+    """The ids the post-processor puts before and after a single text ([CLS] / [SEP] for BERT)."""
+    probe = "a"
+    bare = tokenizer.encode(probe, add_special_tokens=False).ids
+    full = tokenizer.encode(probe).ids
+    for k in range(len(full) - len(bare) + 1):
+        if full[k : k + len(bare)] == bare:
+            return full[:k], full[k + len(bare) :]
+    raise ValueError("the tokenizer's post-processor changes the text's own tokens; cannot chunk with it")
+
+
 class TokenChunker:
     """Chunks that fit an embedding model's window, counted with the model's own tokenizer.
 
@@ -227,34 +244,46 @@ class TokenChunker:
         self.overlap = overlap
         #: Whether a slice cut at whitespace tokenises alone exactly as it did inside the text.
         self.whitespace_safe = type(tokenizer.pre_tokenizer).__name__ in _WHITESPACE_SPLITTING
+        self._prefix, self._suffix = _special_ids(tokenizer)
 
     def count(self, texts: list[str]) -> list[int]:
         """The model-input length of each text, special tokens included (no truncation)."""
         return [len(e.ids) for e in self.tokenizer.encode_batch(texts)]
 
     def spans(self, text: str) -> list[tuple[int, int]]:
-        """``(start, end)`` of every chunk; each one alone tokenises to at most ``chunk_size``.
+        """``(start, end)`` of every chunk; each one alone tokenises to at most ``chunk_size``."""
+        return [span for span, _ in self.plan(text)]
+
+    def chunks(self, text: str) -> list[str]:
+        return [text[a:b] for a, b in self.spans(text)]
+
+    def chunks_with_ids(self, text: str) -> tuple[list[str], list[list[int]]]:
+        """The chunks and each one's model input ids (special tokens included), exactly what
+        ``tokenizer.encode(chunk).ids`` gives: the embedder can skip tokenising them again."""
+        plan = self.plan(text)
+        return [text[a:b] for (a, b), _ in plan], [ids for _, ids in plan]
+
+    def plan(self, text: str) -> list[tuple[tuple[int, int], list[int]]]:
+        """Every chunk's span with its ids.
 
         A long text is planned in segments of about ``SEGMENT`` characters ending at a blank line
         (else a line or word end), so that the token offsets held at once stay small; no chunk
         overlaps a segment boundary.
         """
-        spans: list[tuple[int, int]] = []
+        out: list[tuple[tuple[int, int], list[int]]] = []
         lo = 0
         while lo < len(text):
             hi = _segment_end(text, lo, SEGMENT)
-            spans += self._spans(text, lo, hi, self.budget, self.overlap)
+            out += self._plan(text, lo, hi, self.budget, self.overlap)
             lo = hi
-        return spans
+        return out
 
-    def chunks(self, text: str) -> list[str]:
-        return [text[a:b] for a, b in self.spans(text)]
-
-    def _spans(self, text: str, lo: int, hi: int, budget: int, overlap: int) -> list[tuple[int, int]]:
+    def _plan(self, text: str, lo: int, hi: int, budget: int, overlap: int) -> list[tuple[tuple[int, int], list[int]]]:
         part = text[lo:hi]
-        spans = [(lo + a, lo + b) for a, b in chunk_spans(part, budget, overlap, TokenRuler(part, self.tokenizer))]
+        ruler = TokenRuler(part, self.tokenizer)
+        spans = [(lo + a, lo + b) for a, b in chunk_spans(part, budget, overlap, ruler)]
         if not spans:
-            return spans
+            return []
         # Re-tokenising every chunk costs as much as planning; skip it where the plan is exact.
         check = [
             i
@@ -263,16 +292,19 @@ class TokenChunker:
             or (a > 0 and not _splits(text[a - 1]))
             or (b < len(text) and not _splits(text[b]))
         ]
-        counts = dict(zip(check, self.count([text[spans[i][0] : spans[i][1]] for i in check])))
-        out: list[tuple[int, int]] = []
+        encoded = self.tokenizer.encode_batch([text[spans[i][0] : spans[i][1]] for i in check])
+        alone = {i: e.ids for i, e in zip(check, encoded)}
+        out: list[tuple[tuple[int, int], list[int]]] = []
         for i, (a, b) in enumerate(spans):
-            n = counts.get(i, 0)
-            if n <= self.chunk_size:
-                out.append((a, b))
-                continue
-            # Alone, this slice tokenises longer than planned: cut it again with less room.
-            smaller = budget - (n - self.chunk_size)
-            if smaller < 1:
-                raise ValueError(f"cannot cut {text[a:b][:60]!r} into pieces of {self.chunk_size} tokens")
-            out.extend(self._spans(text, a, b, smaller, 0))
+            ids = alone.get(i)
+            if ids is None:  # cut at whitespace: its tokens in place are its tokens alone
+                out.append(((a, b), self._prefix + ruler.ids_between(a - lo, b - lo) + self._suffix))
+            elif len(ids) <= self.chunk_size:
+                out.append(((a, b), ids))
+            else:
+                # Alone, this slice tokenises longer than planned: cut it again with less room.
+                smaller = budget - (len(ids) - self.chunk_size)
+                if smaller < 1:
+                    raise ValueError(f"cannot cut {text[a:b][:60]!r} into pieces of {self.chunk_size} tokens")
+                out.extend(self._plan(text, a, b, smaller, 0))
         return out

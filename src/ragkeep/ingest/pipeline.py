@@ -152,10 +152,16 @@ class Ingestor:
                 content_hash=upload.content_hash,
             )
 
-    async def process(self, upload: Upload) -> int:
-        """Run every step after ``claim``; returns the chunk count, or raises IngestionError."""
+    async def process(self, upload: Upload, progress: bool = False) -> int:
+        """Run every step after ``claim``; returns the chunk count, or raises IngestionError.
+
+        ``progress`` records each step in the document's status (``parsing``, ``embedding``,
+        ``storing``) for background ingestions, whose uploader polls; an upload answered when done
+        skips those three writes (a transaction each: CPU the model needs on a small machine, for
+        a status nobody polls) and goes from ``pending`` to its outcome.
+        """
         try:
-            return await self._process(upload)
+            return await self._process(upload, progress)
         except asyncio.CancelledError:
             await self._fail(upload, "ingestion was cancelled (the server stopped); upload the document again")
             raise
@@ -174,7 +180,7 @@ class Ingestor:
 
     async def _process_quietly(self, upload: Upload) -> None:
         try:
-            await self.process(upload)
+            await self.process(upload, progress=True)
         except IngestionError:
             pass  # recorded in the document's status
 
@@ -195,15 +201,17 @@ class Ingestor:
         except Exception:
             log.exception("could not record the failure of document %s", upload.document_id)
 
-    async def _process(self, upload: Upload) -> int:
-        texts, metadatas, vectors = await self._texts(upload)
+    async def _process(self, upload: Upload, progress: bool) -> int:
+        texts, metadatas, vectors, token_ids = await self._texts(upload, progress)
         if not texts:
             raise IngestionError("the document produced no chunks of text")
         if vectors is None:
-            await self._status(upload, "embedding")
+            if progress:
+                await self._status(upload, "embedding")
             with self._step("embed"):
-                vectors = await self.embedder.embed(texts)
-        await self._status(upload, "storing")
+                vectors = await self.embedder.embed(texts, token_ids)
+        if progress:
+            await self._status(upload, "storing")
         with self._step("store"):
             async with self.pool.connection() as conn:
                 await store.store_chunks(
@@ -217,13 +225,17 @@ class Ingestor:
                 )
         return len(texts)
 
-    async def _texts(self, upload: Upload) -> tuple[list[str], list[dict[str, Any]], np.ndarray | None]:
+    async def _texts(
+        self, upload: Upload, progress: bool
+    ) -> tuple[list[str], list[dict[str, Any]], np.ndarray | None, list[list[int]] | None]:
+        """Chunk texts, their metadata, vectors if given, and the model's token ids if known."""
         src = upload.source
         if isinstance(src, ChunksSource):
             texts = [c.text for c in src.chunks]
             metadatas = [{**upload.metadata, **c.metadata} for c in src.chunks]
-            return texts, metadatas, self._given_vectors(src.chunks)
-        await self._status(upload, "parsing")
+            return texts, metadatas, self._given_vectors(src.chunks), None
+        if progress:
+            await self._status(upload, "parsing")
         if isinstance(src, FileSource):
             try:
                 with self._step("parse"):
@@ -236,8 +248,8 @@ class Ingestor:
         else:
             text = src.text.replace("\x00", "")
         with self._step("chunk"):
-            texts = await asyncio.to_thread(self.chunker.chunks, text)
-        return texts, [dict(upload.metadata) for _ in texts], None
+            texts, token_ids = await asyncio.to_thread(self.chunker.chunks_with_ids, text)
+        return texts, [dict(upload.metadata) for _ in texts], None, token_ids
 
     def _given_vectors(self, chunks: list[ChunkInput]) -> np.ndarray | None:
         given = [c.embedding is not None for c in chunks]
