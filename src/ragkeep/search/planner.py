@@ -45,7 +45,6 @@ _TOTAL_SQL = "SELECT coalesce(sum(chunk_count), 0)::bigint FROM owner_stats"
 # Owners above the threshold are few (they are the ones an index is for); everyone else is known
 # to be at most the threshold without a query.
 _LARGE_SQL = "SELECT owner_id, chunk_count FROM owner_stats WHERE chunk_count > %s"
-COUNT_SQL = "SELECT coalesce((SELECT chunk_count FROM owner_stats WHERE owner_id = %s), 0)::bigint"
 # The caller's own vectors plus those shared through collections, the latter counted only up to
 # the threshold: the planner needs "above or below", and the bound keeps the count cheap.
 _SHARED_SQL = """
@@ -104,8 +103,8 @@ class Plan:
     scope_size: int
     #: Ran the exact scan after an index scan came back short.
     fallback: bool = False
-    #: The scope is this owner's rows, known to be at most the threshold: the search counts them
-    #: in the same round trip (for the metrics), instead of the planner before it.
+    #: The scope is this owner's rows, known to be at most the threshold: the search statement
+    #: counts them (for the metrics), instead of a planner query before it.
     count_owner: uuid.UUID | None = None
 
     def with_fallback(self) -> Plan:

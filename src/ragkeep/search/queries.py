@@ -41,6 +41,9 @@ class Kind(enum.Enum):
 COLUMNS = sql.SQL("c.id, c.document_id, c.owner_id, c.collection_ids, c.text, c.metadata")
 DISTANCE = sql.SQL("c.embedding <=> %(q)s::vector")
 TSQUERY = sql.SQL("websearch_to_tsquery('english', %(text)s)")
+SCOPE_COUNT = sql.SQL(
+    ", (SELECT coalesce(max(chunk_count), 0) FROM owner_stats WHERE owner_id = %(count_owner)s) AS scope_count"
+)
 
 
 def _distance(strategy: Strategy) -> sql.Composable:
@@ -54,7 +57,7 @@ def _where(scope: Scope, filters: CompiledFilter) -> tuple[sql.Composable, dict[
 
 
 def build_search_sql(
-    kind: Kind, scope: Scope, filters: CompiledFilter, strategy: Strategy = Strategy.EXACT
+    kind: Kind, scope: Scope, filters: CompiledFilter, strategy: Strategy = Strategy.EXACT, count_owner: bool = False
 ) -> tuple[sql.Composable, dict[str, Any]]:
     """The query and its scope/filter parameters.
 
@@ -63,18 +66,22 @@ def build_search_sql(
     for semantic, and for hybrid ``semantic_limit``, ``full_text_limit``, ``rrf_k``,
     ``semantic_weight``, ``full_text_weight``.
 
+    ``count_owner`` adds ``scope_count``, the vectors of owner ``%(count_owner)s`` (owner_stats), to
+    every row: the planner's scope size for the metrics, at no extra round trip.
+
     Outer sorts are on ``distance + 0``: an index scan with relaxed order claims a sort order it
     only approximates, and PostgreSQL would trust it and skip a sort on ``distance`` itself.
     """
     where, params = _where(scope, filters)
+    count = SCOPE_COUNT if count_owner else sql.SQL("")
     # Distances and ranks are computed once per row, in an inner query, and sorted by alias: the
     # vector is read once (a second <=> in the select list doubled the cost of exact scans).
     if kind is Kind.SEMANTIC:
         query = sql.SQL(
-            "SELECT c.*, 1 - c.distance AS score FROM ("
+            "SELECT c.*, 1 - c.distance AS score{count} FROM ("
             "SELECT {cols}, {distance} AS distance FROM chunks c WHERE {where} "
             "ORDER BY distance LIMIT %(inner_limit)s) c ORDER BY c.distance + 0, c.id LIMIT %(limit)s OFFSET %(offset)s"
-        ).format(cols=COLUMNS, distance=_distance(strategy), where=where)
+        ).format(cols=COLUMNS, distance=_distance(strategy), where=where, count=count)
     elif kind is Kind.FULL_TEXT:
         query = sql.SQL(
             "SELECT {cols}, ts_rank(c.tsv, {tsq}) AS score FROM chunks c WHERE {where} AND c.tsv @@ {tsq} "
@@ -98,12 +105,12 @@ def build_search_sql(
                           coalesce(f.rank, %(full_text_limit)s) AS full_text_rank
                    FROM semantic s FULL OUTER JOIN full_text f ON s.owner_id = f.owner_id AND s.id = f.id
                )
-               SELECT {cols}, fused.semantic_rank, fused.full_text_rank,
+               SELECT {cols}, fused.semantic_rank, fused.full_text_rank{count},
                       (SELECT count(*) FROM semantic) AS semantic_found,
                       (%(semantic_weight)s / (%(rrf_k)s + fused.semantic_rank)
                        + %(full_text_weight)s / (%(rrf_k)s + fused.full_text_rank))
                       / (%(semantic_weight)s + %(full_text_weight)s) AS score
                FROM fused JOIN chunks c ON c.owner_id = fused.owner_id AND c.id = fused.id
                ORDER BY score DESC, c.id LIMIT %(limit)s OFFSET %(offset)s"""
-        ).format(cols=COLUMNS, distance=_distance(strategy), tsq=TSQUERY, where=where)
+        ).format(cols=COLUMNS, distance=_distance(strategy), tsq=TSQUERY, where=where, count=count)
     return query, params

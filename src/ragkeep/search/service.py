@@ -12,7 +12,7 @@ from psycopg.rows import dict_row
 
 from ragkeep.config import SearchConfig
 from ragkeep.search.filters import CompiledFilter
-from ragkeep.search.planner import COUNT_SQL, Plan, plan_search
+from ragkeep.search.planner import Plan, plan_search
 from ragkeep.search.queries import Kind, Strategy, build_search_sql
 from ragkeep.search.scope import Scope
 
@@ -83,7 +83,7 @@ async def _execute(
     params: dict[str, Any],
     explain: list[Any] | None = None,
 ) -> tuple[list[dict[str, Any]], int | None]:
-    query, scope_params = build_search_sql(kind, scope, filters, strategy)
+    query, scope_params = build_search_sql(kind, scope, filters, strategy, count_owner="count_owner" in params)
     async with conn.cursor(row_factory=dict_row) as cur:
         if explain is not None:
             await cur.execute(sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) {}").format(query), {**scope_params, **params},
@@ -152,15 +152,15 @@ async def run_search(
             full_text_weight=float(h.full_text_weight),
         )
     plans: list[Any] | None = [] if explain else None
-    # One round trip: the index settings and the scope count (when the planner left it to the
-    # search) are pipelined with the search itself.
-    async with conn.pipeline():
-        if plan.strategy.uses_index:
-            await _apply_index_settings(conn, config, index)
-        count = await conn.execute(COUNT_SQL, (plan.count_owner,), prepare=True) if plan.count_owner else None
-        rows, found = await _execute(conn, kind, scope, filters, plan.strategy, params, plans)
-        if count is not None:
-            plan = replace(plan, scope_size=int((await count.fetchone())[0]))  # type: ignore[index]
+    if plan.strategy.uses_index:
+        await _apply_index_settings(conn, config, index)
+    if plan.count_owner is not None:
+        params["count_owner"] = plan.count_owner  # counted by the search statement itself
+    rows, found = await _execute(conn, kind, scope, filters, plan.strategy, params, plans)
+    if plan.count_owner is not None:
+        plan = replace(plan, scope_size=rows[0].get("scope_count", 0) if rows else 0)
+        for r in rows:
+            r.pop("scope_count", None)
     if plan.strategy.uses_index and config.exact_fallback and found is not None and found < wanted:
         # Short: the index ran out (filters too selective for max_scan_tuples, or a plain index
         # plan). Only the exact scan can tell "fewer rows match" from "the index missed them".
