@@ -11,7 +11,7 @@ The package is fetched with ``apt-get download`` into ``--cache`` (outside the r
 missing. ``--pydoc`` runs the same construction on the Python reference topics instead (what
 ``tests/quality`` uses, with a subset), so the regression test's thresholds come from a run.
 
-    .venv/bin/python bench/quality.py                    # the default subset of linux-doc (~15 min)
+    .venv/bin/python bench/quality.py                    # the default subset of linux-doc (~4 min)
     .venv/bin/python bench/quality.py --dirs locking     # ~1 min smoke run
     .venv/bin/python bench/quality.py --dirs ALL         # all English documentation (hours on 2 cores)
     .venv/bin/python bench/quality.py --pydoc            # the Python reference topics

@@ -11,7 +11,7 @@ few hundred chunks of the Python reference topics (real text), medians:
   document keeps the model thread busy; queries jump the queue, so this should cost about one
   batch more, not the whole upload.
 
-    .venv/bin/python bench/query.py [--repeats 40]      # ~2-3 min
+    .venv/bin/python bench/query.py [--repeats 40]      # ~30 s
 """
 
 from __future__ import annotations

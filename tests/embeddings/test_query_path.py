@@ -130,3 +130,17 @@ def test_token_ids_from_the_chunker_give_the_same_vectors(provider: MiniLMProvid
     # They are used when they fit: ids of another text give that text's vector.
     swapped = asyncio.run(provider.embed(texts[:2], [ids[1], ids[0]]))
     np.testing.assert_allclose(swapped, expected[[1, 0]], atol=1e-5)
+
+
+def test_cache_entries_are_kept_per_key(provider: MiniLMProvider) -> None:
+    """A hit is faster than a miss: per-user keys stop one tenant timing another's searches."""
+
+    async def main() -> None:
+        a = await provider.embed_query("per user " + QUERIES[0], cache_key="user-a")
+        misses = provider.query_cache_misses
+        b = await provider.embed_query("per user " + QUERIES[0], cache_key="user-b")
+        assert provider.query_cache_misses == misses + 1, "another user's entry was used"
+        assert await provider.embed_query("per user " + QUERIES[0], cache_key="user-a") is a
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+    asyncio.run(main())

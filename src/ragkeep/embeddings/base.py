@@ -66,7 +66,7 @@ class EmbeddingProvider(abc.ABC):
         self.query_cache_size = query_cache_size
         self.query_cache_hits = 0
         self.query_cache_misses = 0
-        self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._query_cache: OrderedDict[tuple[object, str], np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
 
     @abc.abstractmethod
@@ -87,13 +87,17 @@ class EmbeddingProvider(abc.ABC):
         """
         return await asyncio.to_thread(self.embed_sync, check_texts(texts))
 
-    async def embed_query(self, text: str) -> np.ndarray:
-        """One 1-D vector, the shape search code wants for a query; read-only, as it may be cached."""
+    async def embed_query(self, text: str, cache_key: object = None) -> np.ndarray:
+        """One 1-D vector, the shape search code wants for a query; read-only, as it may be cached.
+
+        Entries are cached per ``cache_key`` (e.g. the user's id; None = one shared space).
+        """
+        key = (cache_key, text)
         if self.query_cache_size:
             with self._cache_lock:
-                cached = self._query_cache.get(text)
+                cached = self._query_cache.get(key)
                 if cached is not None:
-                    self._query_cache.move_to_end(text)
+                    self._query_cache.move_to_end(key)
                     self.query_cache_hits += 1
                     return cached
         vector = await self._embed_query(text)
@@ -101,8 +105,8 @@ class EmbeddingProvider(abc.ABC):
         if self.query_cache_size:
             with self._cache_lock:
                 self.query_cache_misses += 1
-                self._query_cache[text] = vector
-                self._query_cache.move_to_end(text)
+                self._query_cache[key] = vector
+                self._query_cache.move_to_end(key)
                 while len(self._query_cache) > self.query_cache_size:
                     self._query_cache.popitem(last=False)
         return vector
