@@ -577,7 +577,8 @@ def main() -> None:
         home = Path(tmp)
         url, pg = start_embedded(make_settings(home / "pg", None))
         try:
-            settings = make_settings(home, url)
+            # No query cache: the API+model column repeats query texts and must time the model.
+            settings = make_settings(home, url, embedding={"query_cache_size": 0})
             prepare_schema(url, DIM, settings.embedding.model)
             users = load(url, sizes, paras)
             server = ServerThread(settings).start()
@@ -601,9 +602,9 @@ def run(server: ServerThread, url: str, users: list[uuid.UUID], sizes: list[int]
     # tokenizer drops the space: same vector, same SQL).
     original = embedder.embed_query
 
-    async def precomputed(text: str) -> np.ndarray:
+    async def precomputed(text: str, cache_key: object = None) -> np.ndarray:
         vec = vectors.get(text)
-        return vec if vec is not None else await original(text)
+        return vec if vec is not None else await original(text, cache_key)
 
     embedder.embed_query = precomputed  # type: ignore[method-assign]
 

@@ -132,6 +132,7 @@ def test_update_chunk_text_is_embedded_again_and_searchable(owner_member_strange
         ({"metadata": [1, 2]}, "metadata"),
         ('{"metadata": {"a": "lone \\ud800 surrogate"}}', "metadata: Value error, contains invalid Unicode"),
         ({"id": str(uuid.uuid4()), "text": "some new text"}, "id:"),
+        ({"text": "word " * 400}, "the embedding model reads at most 256"),  # would be cut silently
     ],
 )
 def test_update_chunk_bad_input(make_user, body, words) -> None:

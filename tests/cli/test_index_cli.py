@@ -92,4 +92,4 @@ def test_advise_prints_the_servers_advice(base_url: str, admin, make_user, setti
     assert r.exit_code == 0, r.output
     assert f"{total:,} vectors over" in r.stdout and f"recommendation: {advice['recommendation']['action']}" in r.stdout
     r = run(["index", "advise", "--json"], tmp_path, base_url)
-    assert r.exit_code == 0 and '"exact_threshold": 20000' in r.stdout
+    assert r.exit_code == 0 and '"exact_threshold": 2000' in r.stdout

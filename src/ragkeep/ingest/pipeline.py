@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from psycopg_pool import AsyncConnectionPool
 
+from ragkeep.auth import limits
 from ragkeep.config import IngestionConfig
 from ragkeep.embeddings import EmbeddingProvider
 from ragkeep.ingest import store
@@ -150,6 +151,8 @@ class Ingestor:
                 metadata=upload.metadata,
                 size_in_bytes=upload.size_in_bytes,
                 content_hash=upload.content_hash,
+                # Ready-made chunks: max_chunks is checked at the claim, before any work.
+                chunk_count=len(upload.source.chunks) if isinstance(upload.source, ChunksSource) else None,
             )
 
     async def process(self, upload: Upload, progress: bool = False) -> int:
@@ -165,7 +168,7 @@ class Ingestor:
         except asyncio.CancelledError:
             await self._fail(upload, "ingestion was cancelled (the server stopped); upload the document again")
             raise
-        except IngestionError as e:
+        except (IngestionError, limits.LimitExceeded) as e:  # a limit refuses the document whole
             await self._fail(upload, str(e))
             raise
         except Exception as e:  # any failure: nothing half-written, and the reason kept
@@ -181,7 +184,7 @@ class Ingestor:
     async def _process_quietly(self, upload: Upload) -> None:
         try:
             await self.process(upload, progress=True)
-        except IngestionError:
+        except (IngestionError, limits.LimitExceeded):
             pass  # recorded in the document's status
 
     async def drain(self) -> None:

@@ -121,6 +121,11 @@ async def update_chunk(
     row = await _owned_chunk(services, principal, chunk_id, "change")
     embedding = None
     if body.text is not None:
+        # The model would silently cut text past its window: refuse it instead.
+        tokens, window = services.ingestor.chunker.count([body.text])[0], services.embedder.max_tokens
+        if tokens > window:
+            raise ApiError(422, f"text: {tokens} tokens, and the embedding model reads at most {window}; "
+                                "shorten it or split it into two chunks")
         try:
             embedding = (await services.embedder.embed([body.text]))[0]
         except EmbeddingError as e:

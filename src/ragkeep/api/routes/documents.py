@@ -199,9 +199,7 @@ async def create_document(
             return JSONResponse(status_code=202, content=Results(results=out).model_dump(mode="json"))
         try:
             await ingestor.process(upload)
-        except IngestionError as e:
-            if isinstance(e.__cause__, limits.LimitExceeded):  # refused whole by max_chunks
-                raise e.__cause__ from None
+        except IngestionError as e:  # a limit (max_chunks) propagates as LimitExceeded: 403
             raise ApiError(422, str(e), document_id=str(doc_id)) from None
     return Results(results=IngestionOut(message="Document created and ingested successfully.", document_id=doc_id))
 

@@ -55,7 +55,9 @@ async def search_chunks(body: SearchRequest, principal: PrincipalDep, services: 
     except FilterError as e:
         raise ApiError(422, str(e), path=e.path) from None
     started = time.perf_counter()
-    vector = await services.embedder.embed_query(body.query) if kind is not Kind.FULL_TEXT else None
+    # Cached per user: with one shared cache, a faster answer would tell a tenant that someone else
+    # searched the same text.
+    vector = await services.embedder.embed_query(body.query, principal.id) if kind is not Kind.FULL_TEXT else None
     h, c = settings.hybrid_settings, settings.chunk_settings
     scope = Scope.for_principal(principal)
     async with services.db.pool.connection() as conn:
