@@ -243,7 +243,8 @@ class MetricsConfig(_Section):
 
     #: Serve ``GET /metrics`` (Prometheus text format; this process's own metrics plus the database's).
     prometheus: bool = True
-    #: When set, ``/metrics`` wants ``Authorization: Bearer <token>`` (Prometheus' ``authorization``).
+    #: When set, ``/metrics`` wants ``Authorization: Bearer <token>`` (Prometheus' ``authorization``);
+    #: when not, it answers loopback clients only.
     prometheus_token: str | None = None
     #: Seconds between writes of the request activity and this process's memory/CPU row.
     flush_seconds: float = Field(5.0, gt=0, le=300)

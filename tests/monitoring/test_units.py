@@ -42,3 +42,15 @@ def test_callers_from_tokens_and_keys() -> None:
         assert caller_from_headers({"x-api-key": bad}, issuer) is None
     assert caller_from_headers({"authorization": "Basic abc"}, issuer) is None
     assert caller_from_headers({"authorization": "Bearer not-a-jwt"}, issuer) is None
+
+
+def test_metrics_without_a_token_answer_loopback_only(base_url: str) -> None:
+    """No [metrics] prometheus_token: this machine may scrape, another may not."""
+    import httpx
+    from starlette.requests import Request
+
+    from ragkeep.api.routes.metrics import _loopback
+
+    assert httpx.get(f"{base_url}/metrics").status_code == 200  # the session server has no token
+    for host, ok in (("127.0.0.1", True), ("::1", True), ("10.0.0.5", False), ("testclient", False)):
+        assert _loopback(Request({"type": "http", "client": (host, 1234), "headers": []})) is ok

@@ -248,3 +248,14 @@ def test_api_applies_r2r_chunk_settings_ef_search(data, ef_index, settings, tmp_
         client.close()
     finally:
         srv.stop()
+
+
+def test_naming_another_owner_does_not_plan_on_their_count(data) -> None:
+    """A user who pins the search to someone else's id sees none of their rows (the scope) and must
+    not learn their size either: the plan, the recorded scope size and so the latency follow the
+    caller's own scope, not the named owner's."""
+    url, large, small, q = data["url"], data["large"], data["small"], data["queries"][0]
+    out = search(url, Scope(small.id), q, {"owner_id": {"$eq": str(large.id)}})
+    assert out.rows == []
+    assert out.plan.strategy is Strategy.EXACT and out.plan.scope_size in (0, SMALL)
+    assert out.plan.scope_size != LARGE

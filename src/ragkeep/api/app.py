@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             searches = SearchRecorder(db.pool, observer=monitor.metrics.observe_search)
             searches.start()
             app.state.services = Services(settings, db, embedder, tokens, ingestor, indexes, searches)
-            app.state.services.maintenance = maintenance = Maintenance(settings.database.maintenance, db.url)
+            app.state.services.maintenance = maintenance = Maintenance(settings.database.maintenance, db.url, settings.indices)
             maintenance.start()  # every replica schedules; maintenance_runs lets one run each tick
             app.state.services.monitor = monitor
             monitor.start()

@@ -24,7 +24,13 @@ _COLUMNS = sql.SQL("""
        greatest(ic.reltuples, 0)::bigint AS row_estimate,
        CASE WHEN i.indisvalid THEN 'valid'
             WHEN EXISTS (SELECT 1 FROM pg_stat_progress_create_index p WHERE p.index_relid = ic.oid)
-            THEN 'building' ELSE 'invalid' END AS status,
+            THEN 'building'
+            -- REINDEX CONCURRENTLY's new copy (<name>_ccnew): its progress row names the old index
+            WHEN ic.relname ~ '_ccnew[0-9]*$' AND EXISTS (
+                SELECT 1 FROM pg_stat_progress_create_index p
+                WHERE p.relid = i.indrelid AND p.command = 'REINDEX CONCURRENTLY')
+            THEN 'building'
+            ELSE 'invalid' END AS status,
        coalesce(s.idx_scan, 0) AS number_of_scans,
        coalesce(s.idx_tup_read, 0) AS tuples_read,
        coalesce(s.idx_tup_fetch, 0) AS tuples_fetched,
@@ -53,6 +59,11 @@ def _arguments(options: list[str]) -> dict[str, Any]:
         key, _, value = opt.partition("=")
         out[key] = int(value) if value.isdigit() else value
     return out
+
+
+def build_arguments(options: list[str]) -> dict[str, int]:
+    """An index's reloptions as the build arguments of IndexSpec (``lists`` is ``n_lists``)."""
+    return {"n_lists" if k == "lists" else k: v for k, v in _arguments(options).items() if isinstance(v, int)}
 
 
 async def list_vector_indexes(

@@ -17,8 +17,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ragkeep.config import MaintenanceConfig
-from ragkeep.indices.catalog import VECTOR_METHODS
+from ragkeep.config import IndicesConfig, MaintenanceConfig
+from ragkeep.indices.catalog import VECTOR_METHODS, build_arguments
+from ragkeep.indices.memory import apply_plan, column_dimension, plan_build
 from ragkeep.maintenance.vacuum import Progress, table_stats
 
 CHUNKS = "chunks"
@@ -30,6 +31,8 @@ class VectorIndex:
     method: str
     valid: bool
     bytes: int
+    rows: int = 0
+    arguments: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -53,13 +56,16 @@ class ReindexAdvice:
 async def vector_indexes(conn: psycopg.AsyncConnection, table: str = CHUNKS) -> list[VectorIndex]:
     """HNSW and IVFFlat indexes of ``table`` (including per-owner partial ones)."""
     cur = await conn.execute(
-        "SELECT ic.relname, am.amname, i.indisvalid, pg_relation_size(ic.oid) FROM pg_index i "
+        "SELECT ic.relname, am.amname, i.indisvalid, pg_relation_size(ic.oid), greatest(ic.reltuples, 0)::bigint,"
+        " coalesce(ic.reloptions, '{}') FROM pg_index i "
         "JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class tc ON tc.oid = i.indrelid "
         "JOIN pg_namespace n ON n.oid = tc.relnamespace JOIN pg_am am ON am.oid = ic.relam "
         "WHERE n.nspname = current_schema() AND tc.relname = %s AND am.amname = ANY(%s) ORDER BY ic.relname",
         (table, list(VECTOR_METHODS)),
     )
-    return [VectorIndex(r[0], r[1], bool(r[2]), int(r[3])) for r in await cur.fetchall()]
+    return [
+        VectorIndex(r[0], r[1], bool(r[2]), int(r[3]), int(r[4]), build_arguments(r[5])) for r in await cur.fetchall()
+    ]
 
 
 async def advise(conn: psycopg.AsyncConnection, config: MaintenanceConfig) -> ReindexAdvice:
@@ -97,9 +103,11 @@ async def advise(conn: psycopg.AsyncConnection, config: MaintenanceConfig) -> Re
 
 
 async def reindex_vector_indexes(
-    conn: psycopg.AsyncConnection, progress: Progress | None = None
+    conn: psycopg.AsyncConnection, progress: Progress | None = None, indices_config: IndicesConfig | None = None
 ) -> list[dict[str, Any]]:
-    """``REINDEX INDEX CONCURRENTLY`` each valid vector index of chunks; one item per index."""
+    """``REINDEX INDEX CONCURRENTLY`` each valid vector index of chunks; one item per index. Each
+    rebuild runs with a build's memory plan (``[indices] build_memory_cap_mb``)."""
+    indices_config = indices_config or IndicesConfig()
     if not conn.autocommit:
         raise ValueError("REINDEX CONCURRENTLY needs an autocommit connection")
     items: list[dict[str, Any]] = []
@@ -115,6 +123,10 @@ async def reindex_vector_indexes(
             await progress(items)
         started = time.perf_counter()
         try:
+            # The same memory plan as a build (maintenance_work_mem for the graph, parallel workers):
+            # with the server's default, an HNSW rebuild that outgrows memory runs many times slower.
+            dim = await column_dimension(conn, CHUNKS, "embedding")
+            await apply_plan(conn, plan_build(index.method, index.arguments, index.rows, dim, indices_config))
             await conn.execute(sql.SQL("REINDEX INDEX CONCURRENTLY {}").format(sql.Identifier(index.name)))
         except psycopg.errors.QueryCanceled:
             raise

@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 from croniter import croniter
 
-from ragkeep.config import MaintenanceConfig
+from ragkeep.config import IndicesConfig, MaintenanceConfig
 from ragkeep.maintenance import history
 from ragkeep.maintenance.history import MAINTENANCE_LOCK_ID, RunOptions
 from ragkeep.maintenance.reindex import CHUNKS, advise, reindex_vector_indexes
@@ -70,9 +70,10 @@ async def _unlock(conn: psycopg.AsyncConnection) -> None:
 class Maintenance:
     """Owns the scheduler task and the manual runs of this process."""
 
-    def __init__(self, config: MaintenanceConfig, url: str) -> None:
+    def __init__(self, config: MaintenanceConfig, url: str, indices: IndicesConfig | None = None) -> None:
         self.config = config
         self.url = url
+        self.indices = indices or IndicesConfig()
         self.counters = SchedulerCounters()
         self._scheduler: asyncio.Task[None] | None = None
         self._runs: set[asyncio.Task[None]] = set()
@@ -250,7 +251,9 @@ class Maintenance:
             return
         child_id = int(child["id"])
         try:
-            items = await reindex_vector_indexes(conn, progress=lambda items: history.save_items(conn, child_id, items))
+            items = await reindex_vector_indexes(
+                conn, progress=lambda items: history.save_items(conn, child_id, items), indices_config=self.indices
+            )
         except asyncio.CancelledError:
             await self._record_cancelled(conn, child_id)
             raise

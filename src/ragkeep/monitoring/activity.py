@@ -221,7 +221,8 @@ class ActivityMiddleware:
 
     @staticmethod
     def _record(monitor: Monitor, scope: Scope, status: int, seconds: float) -> None:
-        route = getattr(scope.get("route"), "path", None) or UNMATCHED
+        # path_format, as the rate limiter keys routes ("{name}", not "{name:path}"): one route name everywhere
+        route = getattr(scope.get("route"), "path_format", None) or UNMATCHED
         headers = {
             k.decode("latin-1").lower(): v.decode("latin-1")
             for k, v in scope.get("headers", ())

@@ -8,7 +8,6 @@ meaningless 0.0 and whose state is shared with anything else calling it.
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from dataclasses import asdict, dataclass
@@ -18,6 +17,7 @@ import psutil
 import psycopg
 
 from ragkeep import __version__
+from ragkeep.maintenance.history import replica_name  # one definition of a replica's name
 
 _UPSERT = """
 INSERT INTO metrics_instances AS m (replica, host, pid, version, started_at, seen_at, rss_bytes, cpu_seconds,
@@ -31,10 +31,6 @@ ON CONFLICT (replica) DO UPDATE SET
     memory_total_bytes = excluded.memory_total_bytes, memory_available_bytes = excluded.memory_available_bytes
 """
 
-
-def replica_name() -> str:
-    """``host:pid``, as the maintenance history names replicas."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)

@@ -141,6 +141,10 @@ async def plan_search(
     threshold = config.exact_threshold
     directory = await index_directory(conn, threshold)
     narrow = filtered_owner(filters)
+    if narrow is not None and scope.owner_id is not None and narrow != scope.owner_id:
+        # Another owner named by a non-superuser: plan on the caller's own scope. Planning on that
+        # owner's count would leak it (through the recorded scope size, the strategy, the latency).
+        narrow = None
     # A partial index serves a query only if its predicate (owner_id = X) follows from the WHERE
     # clause: a single-owner scope, or an owner filter.
     one_owner = narrow or (scope.owner_id if scope.is_single_owner else None)
