@@ -12,7 +12,7 @@ from psycopg.rows import dict_row
 
 from ragkeep.config import SearchConfig
 from ragkeep.search.filters import CompiledFilter
-from ragkeep.search.planner import Plan, plan_search
+from ragkeep.search.planner import Plan, plan_search, remember_count
 from ragkeep.search.queries import Kind, Strategy, build_search_sql
 from ragkeep.search.scope import Scope
 
@@ -157,10 +157,11 @@ async def run_search(
     if plan.count_owner is not None:
         params["count_owner"] = plan.count_owner  # counted by the search statement itself
     rows, found = await _execute(conn, kind, scope, filters, plan.strategy, params, plans)
-    if plan.count_owner is not None:
-        plan = replace(plan, scope_size=rows[0].get("scope_count", 0) if rows else 0)
+    if plan.count_owner is not None and rows:
+        plan = replace(plan, scope_size=rows[0]["scope_count"])
+        remember_count(conn, plan.count_owner, plan.scope_size)
         for r in rows:
-            r.pop("scope_count", None)
+            del r["scope_count"]
     if plan.strategy.uses_index and config.exact_fallback and found is not None and found < wanted:
         # Short: the index ran out (filters too selective for max_scan_tuples, or a plain index
         # plan). Only the exact scan can tell "fewer rows match" from "the index missed them".
