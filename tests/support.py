@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import httpx
 import uvicorn
@@ -45,20 +47,30 @@ def make_settings(home: Path, database_url: str | None, **sections: dict) -> Set
     return Settings.model_validate(data)
 
 
+def create_database(pg_url: str, prefix: str) -> str:
+    """An empty database on the session's server (no schema: the server that opens it migrates)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return make_conninfo(pg_url, dbname=name)
+
+
+def drop_database(pg_url: str, url: str) -> None:
+    name = conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name))))
+
+
 @contextmanager
 def fresh_database(pg_url: str, dimension: int, model: str) -> Iterator[str]:
-    """A database of its own on the session's server, migrated, dropped afterwards: for tests whose
-    answer depends on everything in the database (advice, promotion)."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    url = pg_url.replace("/ragkeep?", f"/{name}?")
+    """A migrated database of its own, dropped afterwards: for tests whose answer depends on
+    everything in the database (advice, promotion)."""
+    url = create_database(pg_url, "t")
     try:
         prepare_schema(url, dimension, model)
         yield url
     finally:
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        drop_database(pg_url, url)
 
 
 class ServerThread:

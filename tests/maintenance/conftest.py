@@ -6,32 +6,15 @@ database would let other tests' rows change the numbers asserted here (and ours 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
-from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, ServerThread, login, make_settings
+from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, ServerThread, create_database, drop_database, login, make_settings
 
 MAINTENANCE = {"reindex_dead_share": 0.2, "reindex_min_dead_tuples": 50}
-
-
-def create_database(pg_url: str, prefix: str) -> str:
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return make_conninfo(pg_url, dbname=name)
-
-
-def drop_database(pg_url: str, url: str) -> None:
-    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name))))
 
 
 @pytest.fixture(scope="module")

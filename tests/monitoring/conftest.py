@@ -15,7 +15,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.maintenance.conftest import create_database, drop_database
+from tests.support import create_database, drop_database
 from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, ServerThread, login, make_settings
 
 #: The bearer token /metrics wants on the module's server.

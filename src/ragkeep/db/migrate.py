@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 #: Any constant works; it only has to be the same for every replica.
 MIGRATION_LOCK_ID = 0x7261676B  # "ragk"
+EXTENSIONS_LOCK_ID = MIGRATION_LOCK_ID + 1
 
 REQUIRED_EXTENSIONS = {"vector": (0, 8)}
 OPTIONAL_EXTENSIONS = ("pg_trgm", "pg_prewarm", "pg_stat_statements", "pg_buffercache")
@@ -51,7 +52,19 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 
 
 def ensure_extensions(conn: psycopg.Connection) -> list[str]:
-    """Create the extensions ragkeep uses; fail clearly on a missing required one, warn otherwise."""
+    """Create the extensions ragkeep uses; fail clearly on a missing required one, warn otherwise.
+
+    Under an advisory lock: replicas starting together on a new database would otherwise race on
+    ``CREATE EXTENSION IF NOT EXISTS`` (IF NOT EXISTS is no guard against a concurrent create: the
+    loser fails on pg_extension's unique index; seen with three servers in the scheduler test)."""
+    conn.execute("SELECT pg_advisory_lock(%s)", (EXTENSIONS_LOCK_ID,))
+    try:
+        return _ensure_extensions(conn)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (EXTENSIONS_LOCK_ID,))
+
+
+def _ensure_extensions(conn: psycopg.Connection) -> list[str]:
     available = dict(conn.execute("SELECT name, default_version FROM pg_available_extensions").fetchall())
     warnings: list[str] = []
     for name, minimum in REQUIRED_EXTENSIONS.items():
