@@ -206,7 +206,7 @@ def sql_params(kind: Kind, scope: Scope, vector: np.ndarray, text: str) -> tuple
     """What ``run_search`` executes for (kind, scope, no filters, limit 10) with no vector index
     (this benchmark builds none, so the planner's choice is the exact scan)."""
     query, params = build_search_sql(kind, scope, compile_filters({}), Strategy.EXACT)
-    params.update(limit=LIMIT, offset=0, inner_limit=LIMIT)
+    params.update(limit=LIMIT, offset=0)
     if kind is not Kind.FULL_TEXT:
         params["q"] = vector
     if kind is not Kind.SEMANTIC:

@@ -34,9 +34,8 @@ def settings(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
 @pytest.fixture(scope="session")
 def server(settings: Settings) -> Iterator[ServerThread]:
     logging.getLogger("ragkeep").setLevel(logging.INFO)
-    srv = ServerThread(settings).start()
-    yield srv
-    srv.stop()
+    with ServerThread(settings) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="session")
@@ -46,9 +45,8 @@ def base_url(server: ServerThread) -> str:
 
 @pytest.fixture(scope="session")
 def admin(base_url: str) -> Iterator[httpx.Client]:
-    client = login(base_url, ADMIN_EMAIL, ADMIN_PASSWORD)
-    yield client
-    client.close()
+    with login(base_url, ADMIN_EMAIL, ADMIN_PASSWORD) as client:
+        yield client
 
 
 @pytest.fixture

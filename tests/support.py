@@ -99,6 +99,12 @@ class ServerThread:
         self.server.should_exit = True
         self.thread.join(timeout=60)
 
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     @property
     def services(self):  # type: ignore[no-untyped-def]
         return self.app.state.services

@@ -32,9 +32,8 @@ def replica(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "max_upload_size_by_type": {"md": 64},
     }
     replica_settings = make_settings(tmp_path_factory.mktemp("replica-home"), settings.database.url, limits=limits)
-    srv = ServerThread(replica_settings).start()
-    yield srv
-    srv.stop()
+    with ServerThread(replica_settings) as srv:
+        yield srv
 
 
 @pytest.fixture

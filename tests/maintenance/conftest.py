@@ -41,9 +41,8 @@ def maint_server(maint_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
     """A server with no schedule (manual runs only) on a database of its own."""
     home: Path = tmp_path_factory.mktemp("maint-home")
     settings = make_settings(home, maint_url, database={"maintenance": dict(MAINTENANCE)})
-    srv = ServerThread(settings).start()
-    yield srv
-    srv.stop()
+    with ServerThread(settings) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +52,5 @@ def maint_base_url(maint_server: ServerThread) -> str:
 
 @pytest.fixture(scope="module")
 def maint_admin(maint_base_url: str) -> Iterator[httpx.Client]:
-    client = login(maint_base_url, ADMIN_EMAIL, ADMIN_PASSWORD)
-    yield client
-    client.close()
+    with login(maint_base_url, ADMIN_EMAIL, ADMIN_PASSWORD) as client:
+        yield client

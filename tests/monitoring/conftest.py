@@ -46,9 +46,8 @@ def metrics_url(pg_url: str) -> Iterator[str]:
 def metrics_server(metrics_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     home: Path = tmp_path_factory.mktemp("metrics-home")
     settings = make_settings(home, metrics_url, metrics={"flush_seconds": 0.2, "prometheus_token": PROM_TOKEN})
-    srv = ServerThread(settings).start()
-    yield srv
-    srv.stop()
+    with ServerThread(settings) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +57,8 @@ def metrics_base_url(metrics_server: ServerThread) -> str:
 
 @pytest.fixture(scope="module")
 def metrics_admin(metrics_base_url: str) -> Iterator[httpx.Client]:
-    client = login(metrics_base_url, ADMIN_EMAIL, ADMIN_PASSWORD)
-    yield client
-    client.close()
+    with login(metrics_base_url, ADMIN_EMAIL, ADMIN_PASSWORD) as client:
+        yield client
 
 
 def query(url: str, statement: str, params: Any = None) -> list[tuple]:

@@ -234,10 +234,8 @@ def test_api_applies_r2r_chunk_settings_ef_search(data, ef_index, settings, tmp_
 
     plain = make_settings(tmp_path, settings.database.url,
                           search={"exact_threshold": 500, "iterative_scan": "off", "exact_fallback": False})
-    srv = ServerThread(plain).start()
-    try:
-        large = data["large"]
-        client = login(srv.base_url, large.email, large.password)
+    large = data["large"]
+    with ServerThread(plain) as srv, login(srv.base_url, large.email, large.password) as client:
         for ef, expected in ((3, 3), (40, 10)):
             body = {"query": "anything", "search_settings": {"limit": 10, "chunk_settings": {"ef_search": ef}}}
             r = client.post("/v3/retrieval/search", json=body)
@@ -245,9 +243,6 @@ def test_api_applies_r2r_chunk_settings_ef_search(data, ef_index, settings, tmp_
             assert len(r.json()["results"]["chunk_search_results"]) == expected
         bad = client.post("/v3/retrieval/search", json={"query": "x", "search_settings": {"chunk_settings": {"ef_search": 0}}})
         assert bad.status_code == 422 and "ef_search" in bad.text
-        client.close()
-    finally:
-        srv.stop()
 
 
 def test_naming_another_owner_does_not_plan_on_their_count(data) -> None:

@@ -11,14 +11,14 @@ with iterative scans. Builds are proposed for the hour with the least search tra
 from __future__ import annotations
 
 import math
-import uuid
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
 from ragkeep.config import Settings
-from ragkeep.indices.memory import parallel_workers, plan_build
+from ragkeep.indices.catalog import list_vector_indexes
+from ragkeep.indices.memory import plan_build
 from ragkeep.monitoring.searches import bucket_range, hist_percentile
 
 #: Days of search activity the advice reads.
@@ -77,13 +77,6 @@ _BY_HOUR = """
 SELECT extract(hour FROM hour AT TIME ZONE 'UTC')::int AS h, sum(searches)::bigint AS n
 FROM search_activity WHERE hour >= now() - make_interval(days => %(days)s) GROUP BY 1
 """
-_INDEXES = """
-SELECT ic.relname AS name, t.owner_id, i.indisvalid AS valid
-FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam
-LEFT JOIN tenant_indexes t ON t.index_name = ic.relname
-WHERE i.indrelid = 'chunks'::regclass AND am.amname IN ('hnsw', 'ivfflat')
-ORDER BY ic.relname
-"""
 
 
 def off_peak_hour(by_hour: dict[int, int]) -> int:
@@ -134,7 +127,7 @@ async def advise(conn: psycopg.AsyncConnection, settings: Settings, dimension: i
     large = await _rows(conn, _LARGE_USERS, {"threshold": threshold})
     traffic = (await _rows(conn, _TRAFFIC, days))[0]
     by_hour = {r["h"]: r["n"] for r in await _rows(conn, _BY_HOUR, days)}
-    indexes = await _rows(conn, _INDEXES, {})
+    indexes, _ = await list_vector_indexes(conn, table="chunks", limit=10_000)
 
     by_scope = []
     exact_ms, exact_vectors = 0.0, 0
@@ -197,7 +190,7 @@ async def advise(conn: psycopg.AsyncConnection, settings: Settings, dimension: i
             "by_scope_size": by_scope,
             "searches_by_hour_utc": [by_hour.get(h, 0) for h in range(24)],
         },
-        "indexes": [{"name": ix["name"], "owner_id": ix["owner_id"], "valid": ix["valid"],
+        "indexes": [{"name": ix["name"], "owner_id": ix["owner_id"], "valid": ix["status"] == "valid",
                      "needed": ix["name"] in needed} for ix in indexes],
         "recommendation": {
             "action": ("global" if any(b["scope"] == "global" for b in builds) else "partial") if builds else "none",

@@ -23,6 +23,7 @@ import psycopg
 from psycopg import sql
 
 from ragkeep.config import IndicesConfig
+from ragkeep.indices.catalog import build_arguments
 from ragkeep.indices.memory import BuildPlan, apply_plan, column_dimension, count_rows, plan_build
 from ragkeep.indices.warm import Warmer
 from ragkeep.search.planner import invalidate_directory
@@ -214,8 +215,8 @@ class IndexBuilder:
         async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
             rows = await count_rows(conn, table)
             dim = await column_dimension(conn, table, "embedding")
-        args = {"n_lists" if k == "lists" else k: v for k, v in arguments.items() if isinstance(v, int)}
-        record = BuildRecord(name, table, method, None, plan_build(method, args, rows, dim, self.config), kind="reindex")
+        plan = plan_build(method, build_arguments(arguments), rows, dim, self.config)
+        record = BuildRecord(name, table, method, None, plan, kind="reindex")
         self.records[name] = record
         ddl = sql.SQL("REINDEX INDEX CONCURRENTLY {}").format(sql.Identifier(name))
         record.task = self.spawn(self._run(record, ddl), f"reindex {name}")

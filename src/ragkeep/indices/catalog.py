@@ -61,9 +61,9 @@ def _arguments(options: list[str]) -> dict[str, Any]:
     return out
 
 
-def build_arguments(options: list[str]) -> dict[str, int]:
-    """An index's reloptions as the build arguments of IndexSpec (``lists`` is ``n_lists``)."""
-    return {"n_lists" if k == "lists" else k: v for k, v in _arguments(options).items() if isinstance(v, int)}
+def build_arguments(arguments: dict[str, Any]) -> dict[str, int]:
+    """A listed index's ``arguments`` as IndexSpec's build arguments (``lists`` is ``n_lists``)."""
+    return {"n_lists" if k == "lists" else k: v for k, v in arguments.items() if isinstance(v, int)}
 
 
 async def list_vector_indexes(

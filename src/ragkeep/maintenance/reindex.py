@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from ragkeep.config import IndicesConfig, MaintenanceConfig
-from ragkeep.indices.catalog import VECTOR_METHODS, build_arguments
+from ragkeep.indices.catalog import build_arguments, list_vector_indexes
 from ragkeep.indices.memory import apply_plan, column_dimension, plan_build
 from ragkeep.maintenance.vacuum import Progress, table_stats
 
@@ -54,17 +54,13 @@ class ReindexAdvice:
 
 
 async def vector_indexes(conn: psycopg.AsyncConnection, table: str = CHUNKS) -> list[VectorIndex]:
-    """HNSW and IVFFlat indexes of ``table`` (including per-owner partial ones)."""
-    cur = await conn.execute(
-        "SELECT ic.relname, am.amname, i.indisvalid, pg_relation_size(ic.oid), greatest(ic.reltuples, 0)::bigint,"
-        " coalesce(ic.reloptions, '{}') FROM pg_index i "
-        "JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class tc ON tc.oid = i.indrelid "
-        "JOIN pg_namespace n ON n.oid = tc.relnamespace JOIN pg_am am ON am.oid = ic.relam "
-        "WHERE n.nspname = current_schema() AND tc.relname = %s AND am.amname = ANY(%s) ORDER BY ic.relname",
-        (table, list(VECTOR_METHODS)),
-    )
+    """HNSW and IVFFlat indexes of ``table`` (including per-owner partial ones), from the catalog
+    the index routes list: an index being built or rebuilt is not ``valid``, so never touched."""
+    rows, _ = await list_vector_indexes(conn, table=table, limit=10_000)
     return [
-        VectorIndex(r[0], r[1], bool(r[2]), int(r[3]), int(r[4]), build_arguments(r[5])) for r in await cur.fetchall()
+        VectorIndex(r["name"], r["method"], r["status"] == "valid", int(r["size_in_bytes"]), int(r["row_estimate"]),
+                    build_arguments(r["arguments"]))
+        for r in rows
     ]
 
 

@@ -62,8 +62,7 @@ def build_search_sql(
     """The query and its scope/filter parameters.
 
     The caller adds: ``q`` (query vector) for semantic and hybrid, ``text`` for full-text and
-    hybrid, ``limit``/``offset``, ``inner_limit`` (rows the distance scan keeps, >= limit + offset)
-    for semantic, and for hybrid ``semantic_limit``, ``full_text_limit``, ``rrf_k``,
+    hybrid, ``limit``/``offset``, and for hybrid ``semantic_limit``, ``full_text_limit``, ``rrf_k``,
     ``semantic_weight``, ``full_text_weight``.
 
     ``count_owner`` adds ``scope_count``, the vectors of owner ``%(count_owner)s`` (owner_stats), to
@@ -80,7 +79,7 @@ def build_search_sql(
         query = sql.SQL(
             "SELECT c.*, 1 - c.distance AS score{count} FROM ("
             "SELECT {cols}, {distance} AS distance FROM chunks c WHERE {where} "
-            "ORDER BY distance LIMIT %(inner_limit)s) c ORDER BY c.distance + 0, c.id LIMIT %(limit)s OFFSET %(offset)s"
+            "ORDER BY distance LIMIT %(limit)s + %(offset)s) c ORDER BY c.distance + 0, c.id LIMIT %(limit)s OFFSET %(offset)s"
         ).format(cols=COLUMNS, distance=_distance(strategy), where=where, count=count)
     elif kind is Kind.FULL_TEXT:
         query = sql.SQL(

@@ -138,10 +138,6 @@ async def run_search(
         assert query_text is not None
         params["text"] = query_text
     wanted = limit + offset
-    if kind is Kind.SEMANTIC:
-        # Keeping more than limit + offset rows from a relaxed-order scan before the exact re-sort
-        # was tried (ef_search of them): same recall@10 in bench/filtered.py, more heap fetches.
-        params["inner_limit"] = wanted
     if kind is Kind.HYBRID:
         h = hybrid or HybridParams()
         params.update(
