@@ -16,6 +16,11 @@ FINISHED = ("succeeded", "failed", "skipped")
 def seed_chunks(url: str, owner_id: uuid.UUID, n: int) -> uuid.UUID:
     """One document of ``n`` chunks with random vectors for ``owner_id``; returns the document id."""
     with psycopg.connect(url, autocommit=True) as conn:
+        # A new table's reltuples is unknown, so autovacuum's threshold is its 50-row base: it
+        # would clean a test's deletes between the DELETE and the VACUUM the test runs (seen in
+        # CI as "dead tuples before: 0"). Tests that count dead tuples need it off.
+        conn.execute("ALTER TABLE chunks SET (autovacuum_enabled = off)")
+        conn.execute("ALTER TABLE documents SET (autovacuum_enabled = off)")
         doc = uuid.uuid4()
         conn.execute(
             "INSERT INTO documents (owner_id, id, document_type, title, content_hash, ingestion_status, chunk_count) "
