@@ -32,7 +32,7 @@ slightly perturbed; unfiltered (superuser) queries are drawn the same way from a
 proportion to size. Size classes by chunk count (bounds scale with ``--chunks``; at 200,000:
 small < 1,000 <= medium < 10,000 <= large); up to three users per class, spread over it.
 
-Strategies, interleaved query by query (rotating order) on the same data, limit 10, same columns
+Strategies, interleaved query by query (in a shuffled order per query) on the same data, limit 10, same columns
 as ragkeep's semantic search:
 
 (a) exact: ``ORDER BY (embedding <=> q) + 0`` within ``owner_id = X`` (btree on owner_id);
@@ -65,6 +65,7 @@ import inspect
 import json
 import math
 import os
+import random
 import shutil
 import statistics
 import sys
@@ -533,28 +534,35 @@ class Runner:
         self.raw: psycopg.AsyncConnection | None = None
         self.planner: psycopg.AsyncConnection | None = None
         self._run_search: Callable[..., Awaitable[Any]] | None = None
+        self._api: tuple[Any, Any, Any] = (None, None, None)
 
     async def open(self) -> None:
         from pgvector.psycopg import register_vector_async
 
-        # (a)-(c): custom plans always (prepared after 5 runs by psycopg, planned with the values).
-        self.raw = await psycopg.AsyncConnection.connect(self.url, options="-c plan_cache_mode=force_custom_plan",
-                                                         application_name="bench-filtered")
+        # One connection (one backend) for every strategy, set up as ragkeep's pool sets up its
+        # own: a backend that has just run a query is warm, and whichever strategy ran on a second
+        # connection right after a slow one paid 0.3-0.5 ms more (measured on this 2-core VM).
+        # psycopg prepares every statement after 5 runs; PostgreSQL then plans as it does by
+        # default (a generic plan once it costs no more than the custom ones). (b) and (c) name
+        # the owner as (SELECT X), so no plan of theirs can use a partial index; (d)'s index
+        # strategies force custom plans themselves.
+        self.raw = await psycopg.AsyncConnection.connect(self.url, application_name="bench-filtered")
         await register_vector_async(self.raw)
         await self.raw.commit()
         if self.config is not None:
             from ragkeep.search.service import run_search
 
-            # (d): a connection as ragkeep's pool configures it (pgvector registered, defaults).
-            self.planner = await psycopg.AsyncConnection.connect(self.url, application_name="ragkeep")
-            await register_vector_async(self.planner)
-            await self.planner.commit()
+            from ragkeep.search.filters import compile_filters
+            from ragkeep.search.queries import Kind
+            from ragkeep.search.scope import Scope
+
+            self.planner = self.raw
             self._run_search = run_search
+            self._api = (compile_filters, Kind, Scope)
 
     async def close(self) -> None:
-        for c in (self.raw, self.planner):
-            if c is not None:
-                await c.close()
+        if self.raw is not None:
+            await self.raw.close()
 
     async def run(self, strategy: str, case: Case) -> Outcome:
         if strategy in ("d", "e"):
@@ -573,10 +581,7 @@ class Runner:
         return Outcome(time.perf_counter() - t, [r[0] for r in rows])
 
     async def _planner(self, case: Case, forced: bool = False) -> Outcome:
-        from ragkeep.search.filters import compile_filters
-        from ragkeep.search.queries import Kind
-        from ragkeep.search.scope import Scope
-
+        compile_filters, Kind, Scope = self._api  # imported once, as the server's routes do
         conn = self.planner
         assert conn is not None and self._run_search is not None
         t = time.perf_counter()
@@ -694,18 +699,22 @@ async def ground_truth(runner: Runner, cases: list[Case]) -> None:
 
 async def measure(runner: Runner, strategies: list[str], cases: list[Case], repeats: int, budget: float,
                   update: Callable[..., None] | None = None, threshold: int = 0) -> dict[str, Cell]:
-    """Warm up, then ``repeats`` rounds over the cases; per case every strategy in a rotating order.
-    Stops after a round once ``budget`` seconds are spent (at least one full round)."""
+    """Warm up, then ``repeats`` rounds over the cases; per case every strategy, in a shuffled order.
+    Stops after a round once ``budget`` seconds are spent (at least one full round).
+
+    Shuffled, not rotated: a rotation keeps the same neighbours (only the starting point moves),
+    and whatever runs right after a slow query pays for it (measured: 0.3-0.5 ms after (c)'s ~9 ms
+    scans of a small scope, on this 2-core machine); a rotation made (d) pay that every time."""
     for case in cases[: min(5, len(cases))]:
         for s in strategies:
             await runner.run(s, case)
     cells = {s: Cell(threshold) for s in strategies}
     start = time.perf_counter()
     done = 0
+    order = random.Random(len(cases) * 1_000 + repeats)  # the same orders in every run
     for r in range(repeats):
         for i, case in enumerate(cases):
-            k = (i + r) % len(strategies)
-            for s in strategies[k:] + strategies[:k]:
+            for s in order.sample(strategies, len(strategies)):
                 cells[s].add(await runner.run(s, case), case)
             done += 1
             if update:

@@ -9,6 +9,7 @@ The compiler emits only SQL text it writes itself; every value travels as a name
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
 from dataclasses import dataclass, field
@@ -49,6 +50,11 @@ class CompiledFilter:
     params: dict[str, Any] = field(default_factory=dict)
     #: The validated filter as given: the planner reads an owner pin from it.
     raw: dict[str, Any] = field(default_factory=dict)
+
+    @functools.cached_property
+    def text(self) -> str:
+        """The clause as SQL text (placeholders, no values): a key for caching the queries built on it."""
+        return self.clause.as_string(None)
 
 
 class _Compiler:

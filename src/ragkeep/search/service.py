@@ -56,12 +56,17 @@ async def _apply_index_settings(conn: psycopg.AsyncConnection, config: SearchCon
     ``enable_sort = off`` makes PostgreSQL take the index the planner chose: left to itself, it
     prefers the owner_id btree plus a sort for scopes of a few thousand rows (its cost model does
     not know what an exact scan of 384-dimensional vectors costs). With sorts disabled, the only
-    plan without a disabled node is the vector index's ordered scan."""
+    plan without a disabled node is the vector index's ordered scan.
+
+    ``plan_cache_mode = force_custom_plan``: the search statement is prepared (psycopg does so
+    after a few runs), and a generic plan could not prove a partial index's predicate
+    (``owner_id = X``) from a parameter; a custom plan is made with the owner's value each time."""
     iterative = config.iterative_scan
     await conn.execute(
         "SELECT set_config('hnsw.ef_search', %(ef)s, true), set_config('ivfflat.probes', %(probes)s, true),"
         " set_config('hnsw.iterative_scan', %(it)s, true), set_config('hnsw.max_scan_tuples', %(mst)s, true),"
-        " set_config('ivfflat.iterative_scan', %(ivf_it)s, true), set_config('enable_sort', 'off', true)",
+        " set_config('ivfflat.iterative_scan', %(ivf_it)s, true), set_config('enable_sort', 'off', true),"
+        " set_config('plan_cache_mode', 'force_custom_plan', true)",
         {
             "ef": str(index.ef_search),
             "probes": str(index.probes),
@@ -89,11 +94,14 @@ async def _execute(
             await cur.execute(sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) {}").format(query), {**scope_params, **params},
                               prepare=False)
             explain[:] = (await cur.fetchone() or {}).get("QUERY PLAN", [])
-        # Never a prepared statement: a generic plan cannot prove a partial index's predicate
-        # (owner_id = X) from a parameter, and would keep one plan for every scope size.
-        await cur.execute(query, {**scope_params, **params}, prepare=False)
+        # Prepared once psycopg has seen the text a few times (parsing it costs ~0.1 ms, a tenth
+        # of a small search). Index strategies run under force_custom_plan (see
+        # _apply_index_settings); an exact scan's plan is the same whatever the owner.
+        await cur.execute(query, {**scope_params, **params})
         rows = await cur.fetchall()
     if kind is Kind.SEMANTIC:
+        for r in rows:
+            r["score"] = 1 - r["distance"]  # cosine similarity, as R2R reports it
         return rows, len(rows)
     if kind is Kind.HYBRID:
         found = rows[0]["semantic_found"] if rows else 0
@@ -123,7 +131,6 @@ async def run_search(
     hybrid), and the plan that produced them. ``strategy`` overrides the planner (benchmarks);
     ``explain`` also runs EXPLAIN ANALYZE of the final statement (tests, benchmarks)."""
     config = config or SearchConfig()
-    index = (index or IndexParams()).resolved(config)
     if kind is Kind.FULL_TEXT:
         plan = Plan(Strategy.EXACT, 0)  # no vectors involved
     elif strategy is not None:
@@ -149,7 +156,7 @@ async def run_search(
         )
     plans: list[Any] | None = [] if explain else None
     if plan.strategy.uses_index:
-        await _apply_index_settings(conn, config, index)
+        await _apply_index_settings(conn, config, (index or IndexParams()).resolved(config))
     if plan.count_owner is not None:
         params["count_owner"] = plan.count_owner  # counted by the search statement itself
     rows, found = await _execute(conn, kind, scope, filters, plan.strategy, params, plans)
