@@ -12,6 +12,7 @@ from ragkeep.api.services import Services
 from ragkeep.auth.api_keys import verify_api_key
 from ragkeep.auth.tokens import InvalidToken
 from ragkeep.auth.users import Principal, load_principal
+from ragkeep.monitoring.activity import PRINCIPAL_STATE_KEY
 
 _bearer = HTTPBearer(auto_error=False)
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False)
@@ -31,6 +32,7 @@ _UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 
 
 async def optional_principal(
+    request: Request,
     services: ServicesDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
@@ -54,6 +56,7 @@ async def optional_principal(
         principal = await load_principal(conn, user_id, token_id=token_id)
     if principal is None:
         raise ApiError(401, "these credentials were revoked (logged out), or their user is gone or inactive; log in again")
+    setattr(request.state, PRINCIPAL_STATE_KEY, principal.id)
     return principal
 
 

@@ -77,6 +77,10 @@ class _UserCell:
 
 
 _RouteKey = tuple[datetime, str, str, str]
+#: Where the route's auth dependency leaves the verified caller's id (in ``scope["state"]``, i.e.
+#: ``request.state``), so the middleware need not decode the token or look up the key again.
+PRINCIPAL_STATE_KEY = "ragkeep_principal_id"
+
 #: (hour, user id from a token, API key id, SHA-256 of the key's secret)
 _UserKey = tuple[datetime, uuid.UUID | None, uuid.UUID | None, bytes | None]
 
@@ -223,12 +227,16 @@ class ActivityMiddleware:
     def _record(monitor: Monitor, scope: Scope, status: int, seconds: float) -> None:
         # path_format, as the rate limiter keys routes ("{name}", not "{name:path}"): one route name everywhere
         route = getattr(scope.get("route"), "path_format", None) or UNMATCHED
-        headers = {
-            k.decode("latin-1").lower(): v.decode("latin-1")
-            for k, v in scope.get("headers", ())
-            if k.lower() in (b"authorization", b"x-api-key")
-        }
-        caller = caller_from_headers(headers, monitor.tokens) if headers and status != 401 else None
+        authenticated = scope.get("state", {}).get(PRINCIPAL_STATE_KEY)
+        if authenticated is not None:  # the route's auth dependency verified the caller
+            caller: Caller | None = Caller(user_id=authenticated)
+        else:  # a route without auth, or a request refused before it: read the headers
+            headers = {
+                k.decode("latin-1").lower(): v.decode("latin-1")
+                for k, v in scope.get("headers", ())
+                if k.lower() in (b"authorization", b"x-api-key")
+            }
+            caller = caller_from_headers(headers, monitor.tokens) if headers and status != 401 else None
         monitor.metrics.observe_request(scope["method"], route, status, seconds)
         monitor.activity.record(method=scope["method"], route=route, status=status, ms=seconds * 1000, caller=caller)
 
