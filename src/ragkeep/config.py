@@ -246,7 +246,7 @@ class MetricsConfig(_Section):
     #: When set, ``/metrics`` wants ``Authorization: Bearer <token>`` (Prometheus' ``authorization``);
     #: when not, it answers loopback clients only.
     prometheus_token: str | None = None
-    #: Seconds between writes of the request activity and this process's memory/CPU row.
+    #: Seconds between writes of the request and search activity and this process's memory/CPU row.
     flush_seconds: float = Field(5.0, gt=0, le=300)
     #: Minutes between storage snapshots (one replica takes each; it also runs the roll-ups).
     snapshot_minutes: int = Field(10, ge=1, le=1440)

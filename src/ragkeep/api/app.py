@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             promoter = AutoPromoter(settings, indexes)
             promoter.start()  # when [indices] auto_promote_threshold is set
             monitor = Monitor(settings.metrics, db.pool, db.url, tokens)  # Prometheus, request activity, snapshots
-            searches = SearchRecorder(db.pool, observer=monitor.metrics.observe_search)
+            searches = SearchRecorder(db.pool, settings.metrics.flush_seconds, observer=monitor.metrics.observe_search)
             searches.start()
             app.state.services = Services(settings, db, embedder, tokens, ingestor, indexes, searches)
             app.state.services.maintenance = maintenance = Maintenance(settings.database.maintenance, db.url, settings.indices)
