@@ -16,23 +16,12 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 from rich.text import Text
 
-from ragkeep.cli.main import ApiKey, BaseUrl, Connection, Email, Password, connect, err, fail, out
+from ragkeep.cli.main import ApiKey, BaseUrl, Connection, Email, Password, call, connect, err, fail, out
 
 if TYPE_CHECKING:
     from ragkeep.client import Client
 
 app = typer.Typer(name="index", help="Vector indexes: create, list, warm, drop.", no_args_is_help=True)
-
-
-def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    from ragkeep.client import RagkeepError
-
-    try:
-        return fn(*args, **kwargs)
-    except RagkeepError as e:
-        if not e.status_code:
-            fail(e.message)
-        fail(f"{what} failed: {e.message} (HTTP {e.status_code})", 2 if e.status_code == 422 else 1)
 
 
 def _size(n: int | None) -> str:
@@ -58,7 +47,7 @@ def wait_until_valid(client: Client, table: str, name: str, poll: float = 0.5) -
     ) as progress:
         task = progress.add_task(f"{name}: starting", total=100)
         while True:
-            ix = _call("reading the index", client.indices.retrieve, name, table)["results"]["index"]
+            ix = call("reading the index", client.indices.retrieve, name, table)["results"]["index"]
             build = ix.get("build") or {}
             if ix["status"] == "valid" and build.get("state") != "building":
                 progress.update(task, completed=100, description=f"{name}: valid")
@@ -115,7 +104,7 @@ def create(
             fail(f"--owner: not a valid UUID: {owner!r}", 2)
     client = connect(Connection(base_url, api_key, email, password))
     with client:
-        created = _call("creating the index", client.indices.create, config, filters=filters)["results"]
+        created = call("creating the index", client.indices.create, config, filters=filters)["results"]
         index_name = created.get("index_name") or created["message"].split()[1]
         plan = created.get("build") or {}
         if plan:
@@ -146,7 +135,7 @@ def list_(
     """The vector indexes: status, progress, size, owner, warm state and share in shared buffers."""
     client = connect(Connection(base_url, api_key, email, password))
     with client:
-        rows = [i["index"] for i in _call("listing indexes", client.indices.list)["results"]["indices"]]
+        rows = [i["index"] for i in call("listing indexes", client.indices.list)["results"]["indices"]]
     if not rows:
         out().print("no vector indexes")
         return
@@ -183,7 +172,7 @@ def warm(
     """Load an index into shared buffers now (pg_prewarm)."""
     client = connect(Connection(base_url, api_key, email, password))
     with client:
-        ix = _call("warming the index", client.indices.warm, name, table)["results"]["index"]
+        ix = call("warming the index", client.indices.warm, name, table)["results"]["index"]
     state = ix.get("warm") or {}
     buffers = ix.get("shared_buffers") or {}
     share = "" if buffers.get("share") is None else f", {100 * buffers['share']:.0f}% in shared buffers"
@@ -202,7 +191,7 @@ def drop(
     """Drop a vector index (and its per-user registration, for a partial index)."""
     client = connect(Connection(base_url, api_key, email, password))
     with client:
-        resp = _call("dropping the index", client.indices.delete, name, table)
+        resp = call("dropping the index", client.indices.delete, name, table)
     out().print(resp["results"]["message"])
 
 
@@ -217,7 +206,7 @@ def advise(
     """Do you need vector indexes? The vectors, the traffic, and what to build when."""
     client = connect(Connection(base_url, api_key, email, password))
     with client:
-        a = _call("asking for advice", client.indices.advice)["results"]
+        a = call("asking for advice", client.indices.advice)["results"]
     if json_output:
         out().print_json(data=a)
         return

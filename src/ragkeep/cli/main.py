@@ -51,6 +51,19 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` against the server; a refusal exits with the server's message: 2 for
+    a 422 (a usage error, like a bad option), else 1."""
+    from ragkeep.client import RagkeepError
+
+    try:
+        return fn(*args, **kwargs)
+    except RagkeepError as e:
+        if not e.status_code:  # no answer: the message says where it tried
+            fail(e.message)
+        fail(f"{what} failed: {e.message} (HTTP {e.status_code})", 2 if e.status_code == 422 else 1)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"ragkeep {__version__}")
@@ -390,21 +403,14 @@ def search(
     password: Password = None,
 ) -> None:
     """Semantic search over the documents you may read."""
-    from ragkeep.client import RagkeepError
-
     settings: dict[str, Any] = {"limit": limit}
     parsed = parse_json_option("--filters", filters)
     if parsed:
         settings["filters"] = parsed
     client = connect(Connection(base_url, api_key, email, password))
     with client:
-        try:
-            resp = client.retrieval.search(query, search_settings=settings)
-        except RagkeepError as e:
-            if not e.status_code:
-                fail(e.message)
-            # 422: the query or the filters were refused; that is a usage error like bad JSON.
-            fail(f"search failed: {e.message} (HTTP {e.status_code})", 2 if e.status_code == 422 else 1)
+        # A 422 (the query or the filters refused) is a usage error like bad JSON: exit 2.
+        resp = call("search", client.retrieval.search, query, search_settings=settings)
     if as_json:
         typer.echo(json.dumps(resp, indent=2, ensure_ascii=False))
         return

@@ -110,7 +110,7 @@ def summary_line(run: dict[str, Any], children: list[dict[str, Any]]) -> Text:
 
 def register(app: typer.Typer) -> None:
     """Add ``vacuum`` and ``status`` to the ``ragkeep`` command."""
-    from ragkeep.cli.main import ApiKey, BaseUrl, Connection, Email, Password, connect, err, fail, out
+    from ragkeep.cli.main import ApiKey, BaseUrl, Connection, Email, Password, call, connect, err, out
 
     @app.command()
     def vacuum(
@@ -136,28 +136,21 @@ def register(app: typer.Typer) -> None:
         """VACUUM now, on the server (superuser). Shows progress, then what each table gained."""
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        from ragkeep.client import RagkeepError
-
         client = connect(Connection(base_url, api_key, email, password))
         with client:
-            try:
-                run = client.system.vacuum(tables=table, analyze=analyze, full=full, reindex=reindex)["results"]
-                if not wait:
-                    if as_json:
-                        typer.echo(json.dumps(run, indent=2))
-                    else:
-                        out().print(f"maintenance run {run['id']} queued; follow it with GET /v3/system/maintenance/{run['id']}")
-                    return
-                with Progress(
-                    SpinnerColumn(), TextColumn("{task.description}", markup=False), TimeElapsedColumn(),
-                    console=err(), transient=True,
-                ) as progress:
-                    task = progress.add_task(f"run {run['id']}", total=None)
-                    run, children = follow(client, run, 0.3, lambda d: progress.update(task, description=d))
-            except RagkeepError as e:
-                if not e.status_code:
-                    fail(e.message)
-                fail(f"vacuum failed: {e.message} (HTTP {e.status_code})", 2 if e.status_code == 422 else 1)
+            run = call("vacuum", client.system.vacuum, tables=table, analyze=analyze, full=full, reindex=reindex)["results"]
+            if not wait:
+                if as_json:
+                    typer.echo(json.dumps(run, indent=2))
+                else:
+                    out().print(f"maintenance run {run['id']} queued; follow it with GET /v3/system/maintenance/{run['id']}")
+                return
+            with Progress(
+                SpinnerColumn(), TextColumn("{task.description}", markup=False), TimeElapsedColumn(),
+                console=err(), transient=True,
+            ) as progress:
+                task = progress.add_task(f"run {run['id']}", total=None)
+                run, children = call("vacuum", follow, client, run, 0.3, lambda d: progress.update(task, description=d))
         if as_json:
             typer.echo(json.dumps({"run": run, "reindex_runs": children}, indent=2))
         else:
@@ -177,14 +170,9 @@ def register(app: typer.Typer) -> None:
         password: Password = None,
     ) -> None:
         """Version, uptime, database, model, vector indexes and maintenance of the server (superuser)."""
-        from ragkeep.client import RagkeepError
-
         client = connect(Connection(base_url, api_key, email, password))
         with client:
-            try:
-                result = client.system.status()["results"]
-            except RagkeepError as e:
-                fail(e.message if not e.status_code else f"status failed: {e.message} (HTTP {e.status_code})")
+            result = call("status", client.system.status)["results"]
         if as_json:
             typer.echo(json.dumps(result, indent=2))
             return

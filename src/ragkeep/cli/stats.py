@@ -147,7 +147,7 @@ def register(app: typer.Typer) -> None:
     """Add ``stats`` to the ``ragkeep`` command."""
     import json
 
-    from ragkeep.cli.main import ApiKey, BaseUrl, Connection, Email, Password, connect, fail, out
+    from ragkeep.cli.main import ApiKey, BaseUrl, Connection, Email, Password, call, connect, out
 
     @app.command()
     def stats(
@@ -166,19 +166,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Query latency per user, vectors per query, cache hit rates, memory/CPU per replica, storage
         growth, active users, peak hours and routes, documents and chunks per user."""
-        from ragkeep.client import RagkeepError
-
         client = connect(Connection(base_url, api_key, email, password))
         with client:
-            try:
-                if user is not None:
-                    result = client.system.user_stats(user, window_hours=window_hours)["results"]
-                else:
-                    result = client.system.stats(window_hours=window_hours, top=top)["results"]
-            except RagkeepError as e:
-                if not e.status_code:
-                    fail(e.message)
-                fail(f"stats failed: {e.message} (HTTP {e.status_code})", 2 if e.status_code == 422 else 1)
+            if user is not None:
+                result = call("stats", client.system.user_stats, user, window_hours=window_hours)["results"]
+            else:
+                result = call("stats", client.system.stats, window_hours=window_hours, top=top)["results"]
         if as_json:
             typer.echo(json.dumps(result, indent=2))
             return
