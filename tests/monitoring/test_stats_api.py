@@ -100,6 +100,9 @@ def test_system_stats(metrics_base_url: str, metrics_admin: httpx.Client, metric
         stats = _stats(metrics_admin, top=50)
         per_user = {u["user_id"]: u for u in stats["searches"]["top_users"]}
         ok = per_user.get(str(busy.id), {}).get("searches") == 3 and per_user.get(str(quiet.id), {}).get("searches") == 1
+        # Request activity is flushed by another task than search activity: wait for both.
+        routes = {(x["method"], x["route"]): x["requests"] for x in stats["requests"]["routes"]}
+        ok = ok and routes.get(("POST", "/v3/retrieval/search"), 0) >= 4
         return stats if ok else None
 
     stats = wait_for(searched)

@@ -34,8 +34,7 @@ ON CONFLICT (hour, user_id, kind, strategy, scope_bucket, cross_user) DO UPDATE 
     total_ms = a.total_ms + excluded.total_ms,
     db_ms = a.db_ms + excluded.db_ms,
     max_ms = greatest(a.max_ms, excluded.max_ms),
-    latency_hist = ARRAY(SELECT x + y FROM unnest(a.latency_hist, excluded.latency_hist)
-                         WITH ORDINALITY AS t(x, y, i) ORDER BY i)
+    latency_hist = ragkeep_hist_add(a.latency_hist, excluded.latency_hist)
 """
 
 
