@@ -134,22 +134,26 @@ class OwnerState:
     overrides: dict[str, Any]
 
 
+_LOCK_OWNER_SQL = """
+SELECT s.document_count, s.chunk_count, u.is_superuser, coalesce(u.limits_overrides, '{}')
+FROM owner_stats s JOIN users u ON u.id = s.owner_id
+WHERE s.owner_id = %s
+FOR NO KEY UPDATE OF s
+"""
+
+
 async def lock_owner(conn: psycopg.AsyncConnection, owner_id: uuid.UUID) -> OwnerState:
     """Lock the owner's ``owner_stats`` row until the end of the caller's transaction.
 
     The row is made first if the owner has none yet, so even a user's very first uploads
-    serialise on it."""
-    await conn.execute(
-        "INSERT INTO owner_stats (owner_id) VALUES (%s) ON CONFLICT (owner_id) DO NOTHING", (owner_id,)
-    )
-    cur = await conn.execute(
-        """SELECT s.document_count, s.chunk_count, u.is_superuser, coalesce(u.limits_overrides, '{}')
-           FROM owner_stats s JOIN users u ON u.id = s.owner_id
-           WHERE s.owner_id = %s
-           FOR NO KEY UPDATE OF s""",
-        (owner_id,),
-    )
-    row = await cur.fetchone()
+    serialise on it (a concurrent INSERT of the same row waits for the first one's commit). One
+    statement when the row exists, which is every upload but a user's first."""
+    row = await (await conn.execute(_LOCK_OWNER_SQL, (owner_id,))).fetchone()
+    if row is None:
+        await conn.execute(
+            "INSERT INTO owner_stats (owner_id) VALUES (%s) ON CONFLICT (owner_id) DO NOTHING", (owner_id,)
+        )
+        row = await (await conn.execute(_LOCK_OWNER_SQL, (owner_id,))).fetchone()
     assert row is not None  # the INSERT above made it, and the users row is key-share locked by it
     overrides = row[3] if isinstance(row[3], dict) else {}
     return OwnerState(owner_id, int(row[0]), int(row[1]), bool(row[2]), overrides)
