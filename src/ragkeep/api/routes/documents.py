@@ -101,6 +101,8 @@ def _chunks(raw: str) -> list[ChunkInput]:
 async def _check_collections(services: ServicesDep, principal: Principal, ids: list[uuid.UUID]) -> None:
     """The same rule as ``POST /v3/collections/{id}/documents/{document_id}``: putting a document
     in a collection changes the collection, which only its owner (or a superuser) may do."""
+    if not ids:  # most uploads: no connection to check out
+        return
     async with services.db.pool.connection() as conn:
         for cid in ids:
             try:
