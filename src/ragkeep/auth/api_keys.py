@@ -34,21 +34,29 @@ async def create_api_key(
     return key_id, f"{PREFIX}{key_id.hex}.{secret}"
 
 
-async def verify_api_key(conn: psycopg.AsyncConnection, raw: str) -> uuid.UUID | None:
-    """The key's user, or None for anything malformed, unknown or wrong."""
+def parse_api_key(raw: str) -> tuple[uuid.UUID, bytes] | None:
+    """The key id and the SHA-256 of the secret of an ``rk_<id>.<secret>`` key; None if malformed."""
     if not raw.startswith(PREFIX) or "." not in raw:
         return None
     key_part, secret = raw[len(PREFIX) :].split(".", 1)
     try:
-        key_id = uuid.UUID(hex=key_part)
+        return uuid.UUID(hex=key_part), _digest(secret)
     except ValueError:
         return None
+
+
+async def verify_api_key(conn: psycopg.AsyncConnection, raw: str) -> uuid.UUID | None:
+    """The key's user, or None for anything malformed, unknown or wrong."""
+    parsed = parse_api_key(raw)
+    if parsed is None:
+        return None
+    key_id, digest = parsed
     cur = await conn.execute(
         "SELECT user_id, key_hash, last_used_at > now() - interval '5 minutes' FROM api_keys WHERE id = %s",
         (key_id,),
     )
     row = await cur.fetchone()
-    if row is None or not hmac.compare_digest(bytes(row[1]), _digest(secret)):
+    if row is None or not hmac.compare_digest(bytes(row[1]), digest):
         return None
     if not row[2]:  # record use at most every few minutes: no write on every request
         await conn.execute("UPDATE api_keys SET last_used_at = now() WHERE id = %s", (key_id,))

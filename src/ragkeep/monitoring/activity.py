@@ -13,7 +13,6 @@ answered 401 is nobody's. This keeps request authentication (``api/deps.py``) un
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import uuid
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ragkeep.auth.api_keys import PREFIX as API_KEY_PREFIX
+from ragkeep.auth.api_keys import parse_api_key
 from ragkeep.monitoring.prom import METHODS, status_class
 from ragkeep.monitoring.searches import LATENCY_BOUNDS_MS, latency_bucket
 
@@ -98,14 +97,8 @@ def caller_from_headers(headers: dict[str, str], tokens: TokenIssuer | None) -> 
     """The caller of a request from its ``Authorization`` / ``X-API-Key`` headers, or None."""
     raw_key = headers.get("x-api-key")
     if raw_key:
-        if not raw_key.startswith(API_KEY_PREFIX) or "." not in raw_key:
-            return None
-        key_part, secret = raw_key[len(API_KEY_PREFIX) :].split(".", 1)
-        try:
-            key_id = uuid.UUID(hex=key_part)
-        except ValueError:
-            return None
-        return Caller(key_id=key_id, key_hash=hashlib.sha256(secret.encode()).digest())
+        parsed = parse_api_key(raw_key)
+        return None if parsed is None else Caller(key_id=parsed[0], key_hash=parsed[1])
     auth = headers.get("authorization", "")
     scheme, _, token = auth.partition(" ")
     if scheme.lower() != "bearer" or not token or tokens is None:
