@@ -16,7 +16,7 @@ from pgvector.psycopg import register_vector_async
 
 from ragkeep.config import SearchConfig
 from ragkeep.search.filters import compile_filters
-from ragkeep.search.planner import filtered_owner, invalidate_directory
+from ragkeep.search.planner import filtered_owner, invalidate_directory, pinned_owner
 from ragkeep.search.queries import Kind, Strategy
 from ragkeep.search.scope import Scope
 from ragkeep.search.service import IndexParams, SearchOutcome, run_search
@@ -96,6 +96,20 @@ def test_filtered_owner_reads_the_pin_a_filter_puts_on_one_owner() -> None:
     assert filtered_owner({"owner_id": {"$in": [str(u)]}}) is None
     assert filtered_owner({"owner_id": {"$ne": str(u)}}) is None
 
+
+
+def test_pinned_owner_is_the_one_owner_a_search_reads() -> None:
+    """What the planner plans on and what the metrics call a single-owner (not cross-user) search."""
+    me, other, coll = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    pin = {"user_id": {"$eq": str(other)}}
+    assert pinned_owner(Scope(me), {}) == me
+    assert pinned_owner(Scope(None), {}) is None  # a superuser over everything
+    assert pinned_owner(Scope(None), pin) == other  # a superuser searching one user
+    assert pinned_owner(Scope(me, (coll,)), {}) is None  # own rows and a shared collection
+    assert pinned_owner(Scope(me, (coll,)), {"owner_id": str(me)}) == me
+    # A user naming someone else is planned on their own scope: the other's size must not leak.
+    assert pinned_owner(Scope(me, (coll,)), pin) is None
+    assert pinned_owner(Scope(me), pin) == me
 
 def test_small_scope_is_an_exact_scan_with_every_true_neighbour(data) -> None:
     q, small = data["queries"][0], data["small"]

@@ -140,6 +140,8 @@ class Plan:
     #: The scope is this owner's rows, known to be at most the threshold: the search statement
     #: counts them (for the metrics), instead of a planner query before it.
     count_owner: uuid.UUID | None = None
+    #: The one owner the search is pinned to (its scope, or an owner filter); None: cross-user.
+    owner: uuid.UUID | None = None
 
     def with_fallback(self) -> Plan:
         return replace(self, strategy=Strategy.EXACT, fallback=True)
@@ -167,6 +169,18 @@ def filtered_owner(filters: dict[str, Any]) -> uuid.UUID | None:
     return None
 
 
+def pinned_owner(scope: Scope, filters: dict[str, Any]) -> uuid.UUID | None:
+    """The one owner a search reads: a single-owner scope, or an owner filter. A partial index
+    serves a query only if its predicate (owner_id = X) follows from the WHERE clause, so this is
+    also who may have one."""
+    narrow = filtered_owner(filters)
+    if narrow is not None and scope.owner_id is not None and narrow != scope.owner_id:
+        # Another owner named by a non-superuser: the caller's own scope counts. Planning on that
+        # owner's count would leak it (through the recorded scope size, the strategy, the latency).
+        narrow = None
+    return narrow or (scope.owner_id if scope.is_single_owner else None)
+
+
 async def plan_search(
     conn: psycopg.AsyncConnection, scope: Scope, filters: dict[str, Any], config: SearchConfig
 ) -> Plan:
@@ -174,21 +188,14 @@ async def plan_search(
     over one small owner's rows (most searches) costs no planning round trip."""
     threshold = config.exact_threshold
     directory = await index_directory(conn, threshold)
-    narrow = filtered_owner(filters)
-    if narrow is not None and scope.owner_id is not None and narrow != scope.owner_id:
-        # Another owner named by a non-superuser: plan on the caller's own scope. Planning on that
-        # owner's count would leak it (through the recorded scope size, the strategy, the latency).
-        narrow = None
-    # A partial index serves a query only if its predicate (owner_id = X) follows from the WHERE
-    # clause: a single-owner scope, or an owner filter.
-    one_owner = narrow or (scope.owner_id if scope.is_single_owner else None)
+    one_owner = pinned_owner(scope, filters)
     if one_owner is not None:
         size = directory.large.get(one_owner)
         if size is None:
             known = _known_count(conn, one_owner)
             if known is not None:
-                return Plan(Strategy.EXACT, known)
-            return Plan(Strategy.EXACT, 0, count_owner=one_owner)
+                return Plan(Strategy.EXACT, known, owner=one_owner)
+            return Plan(Strategy.EXACT, 0, count_owner=one_owner, owner=one_owner)
     elif scope.owner_id is None:
         size = directory.total_vectors
     else:  # own rows plus shared collections
@@ -197,9 +204,9 @@ async def plan_search(
             params = {"owner": scope.owner_id, "collections": list(scope.collection_ids), "cap": threshold + 1}
             size = int((await (await conn.execute(_SHARED_SQL, params, prepare=True)).fetchone())[0])  # type: ignore[index]
     if size <= threshold:
-        return Plan(Strategy.EXACT, size)
+        return Plan(Strategy.EXACT, size, owner=one_owner)
     if one_owner in directory.owners:
-        return Plan(Strategy.OWNER_INDEX, size)
+        return Plan(Strategy.OWNER_INDEX, size, owner=one_owner)
     if directory.global_index:
-        return Plan(Strategy.ITERATIVE if config.iterative_scan != "off" else Strategy.INDEX, size)
-    return Plan(Strategy.EXACT, size)
+        return Plan(Strategy.ITERATIVE if config.iterative_scan != "off" else Strategy.INDEX, size, owner=one_owner)
+    return Plan(Strategy.EXACT, size, owner=one_owner)

@@ -12,7 +12,7 @@ from psycopg.rows import dict_row
 
 from ragkeep.config import SearchConfig
 from ragkeep.search.filters import CompiledFilter
-from ragkeep.search.planner import Plan, plan_search, remember_count
+from ragkeep.search.planner import Plan, pinned_owner, plan_search, remember_count
 from ragkeep.search.queries import Kind, Strategy, build_search_sql
 from ragkeep.search.scope import Scope
 
@@ -132,9 +132,9 @@ async def run_search(
     ``explain`` also runs EXPLAIN ANALYZE of the final statement (tests, benchmarks)."""
     config = config or SearchConfig()
     if kind is Kind.FULL_TEXT:
-        plan = Plan(Strategy.EXACT, 0)  # no vectors involved
+        plan = Plan(Strategy.EXACT, 0, owner=pinned_owner(scope, filters.raw))  # no vectors involved
     elif strategy is not None:
-        plan = Plan(strategy, -1)
+        plan = Plan(strategy, -1, owner=pinned_owner(scope, filters.raw))
     else:
         plan = await plan_search(conn, scope, filters.raw, config)
     params: dict[str, Any] = {"limit": limit, "offset": offset}

@@ -11,7 +11,6 @@ from ragkeep.api.deps import PrincipalDep, ServicesDep
 from ragkeep.api.errors import ApiError
 from ragkeep.api.schemas import AggregateSearchResult, ChunkSearchResult, Results, SearchRequest, SearchSettings
 from ragkeep.search.filters import FilterError, compile_filters
-from ragkeep.search.planner import filtered_owner
 from ragkeep.search.queries import Kind
 from ragkeep.search.scope import Scope
 from ragkeep.search.service import HybridParams, IndexParams, run_search
@@ -86,7 +85,7 @@ async def search_chunks(body: SearchRequest, principal: PrincipalDep, services: 
         kind=kind.value,
         strategy=plan.strategy.value,
         scope_size=plan.scope_size,
-        cross_user=not scope.is_single_owner and filtered_owner(filters.raw) is None,
+        cross_user=plan.owner is None,
         total_ms=(time.perf_counter() - started) * 1000,
         db_ms=db_ms,
         short=plan.strategy.uses_index and (outcome.semantic_found or 0) < settings.limit + settings.offset,
