@@ -12,6 +12,7 @@ where the search planner finds it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import uuid
@@ -24,6 +25,7 @@ from psycopg import sql
 
 from ragkeep.config import IndicesConfig
 from ragkeep.indices.catalog import build_arguments
+from ragkeep.indices.leftovers import drop_leftovers
 from ragkeep.indices.memory import BuildPlan, apply_plan, column_dimension, count_rows, plan_build
 from ragkeep.indices.warm import Warmer
 from ragkeep.search.planner import invalidate_directory
@@ -232,7 +234,13 @@ class IndexBuilder:
             async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
                 conn.add_notice_handler(lambda d: record.notices.append(d.message_primary or ""))
                 await apply_plan(conn, record.plan)
-                await conn.execute(ddl)
+                try:
+                    await conn.execute(ddl)
+                except psycopg.Error:
+                    if record.kind == "reindex":  # its <name>_ccnew copy must not stay behind
+                        with contextlib.suppress(psycopg.Error):  # else the next start drops it
+                            await drop_leftovers(conn, record.table)
+                    raise
         except psycopg.Error as e:
             # CONCURRENTLY leaves an INVALID index behind on failure; the catalog shows it as such.
             record.state, record.error = "failed", str(e).strip()

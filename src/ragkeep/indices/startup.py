@@ -6,6 +6,9 @@ the vector indexes that are invalid and not being built right now (no pg_stat_pr
 row), log them, and per ``[indices] on_invalid`` rebuild them (REINDEX INDEX CONCURRENTLY), drop
 them, or only report them. Replicas starting together would all see the same indexes; a session
 advisory lock lets one of them act, and it holds the lock until its repairs are done.
+
+Copies left by an interrupted REINDEX CONCURRENTLY (``<index>_ccnew``, ``<index>_ccold``) are
+dropped whatever the policy: rebuilding one would only make a valid duplicate (indices/leftovers.py).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from psycopg import sql
 
 from ragkeep.indices.build import IndexBuilder
 from ragkeep.indices.catalog import has_extension, list_vector_indexes
+from ragkeep.indices.leftovers import drop_leftovers, is_leftover
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +55,9 @@ async def repair_invalid(builder: IndexBuilder, policy: str | None = None) -> Re
             log.info("another ragkeep process is checking for invalid vector indexes; leaving it to them")
             return RepairReport(acted=False)
         try:
-            invalid = [r for r in await _all_indexes(conn) if r["status"] == "invalid"]
-            report = RepairReport(acted=True, invalid=[r["name"] for r in invalid])
+            leftovers = await drop_leftovers(conn)
+            invalid = [r for r in await _all_indexes(conn) if r["status"] == "invalid" and not is_leftover(r["name"])]
+            report = RepairReport(acted=True, invalid=[r["name"] for r in invalid], dropped=leftovers)
             for r in invalid:
                 log.warning(
                     "vector index %s on %s is INVALID (an interrupted build?); on_invalid = %s",
@@ -87,7 +92,7 @@ async def warm_all(builder: IndexBuilder) -> list[str]:
         if not await has_extension(conn, "pg_buffercache"):
             log.warning("pg_buffercache is not installed in this database: the index list shows "
                         "shared_buffers = null (CREATE EXTENSION pg_buffercache to see it)")
-        names = [r["name"] for r in await _all_indexes(conn) if r["status"] == "valid"]
+        names = [r["name"] for r in await _all_indexes(conn) if r["status"] == "valid" and not is_leftover(r["name"])]
     for name in names:
         await builder.warmer.warm(name)
     return names

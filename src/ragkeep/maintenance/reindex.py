@@ -6,6 +6,9 @@ to ``REINDEX INDEX CONCURRENTLY`` the rest. Rebuilding first means the VACUUM th
 no dead rows in the new index, so its graph pass has nothing to repair. CONCURRENTLY keeps
 searches and ingestion running meanwhile (it cannot run in a transaction block, so it uses the
 run's autocommit connection).
+
+A REINDEX CONCURRENTLY that fails leaves its copy (``<index>_ccnew``) behind; the run drops such
+leftovers before it starts and after a failure, and never rebuilds one (indices/leftovers.py).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from psycopg import sql
 
 from ragkeep.config import IndicesConfig, MaintenanceConfig
 from ragkeep.indices.catalog import build_arguments, list_vector_indexes
+from ragkeep.indices.leftovers import drop_leftovers, is_leftover
 from ragkeep.indices.memory import apply_plan, column_dimension, plan_build
 from ragkeep.maintenance.vacuum import Progress, table_stats
 
@@ -33,6 +37,8 @@ class VectorIndex:
     bytes: int
     rows: int = 0
     arguments: dict[str, int] = field(default_factory=dict)
+    #: A copy left by an interrupted REINDEX CONCURRENTLY: dropped, never advised nor rebuilt.
+    leftover: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,7 @@ async def vector_indexes(conn: psycopg.AsyncConnection, table: str = CHUNKS) -> 
     rows, _ = await list_vector_indexes(conn, table=table, limit=10_000)
     return [
         VectorIndex(r["name"], r["method"], r["status"] == "valid", int(r["size_in_bytes"]), int(r["row_estimate"]),
-                    build_arguments(r["arguments"]))
+                    build_arguments(r["arguments"]), is_leftover(r["name"]))
         for r in rows
     ]
 
@@ -67,7 +73,7 @@ async def vector_indexes(conn: psycopg.AsyncConnection, table: str = CHUNKS) -> 
 async def advise(conn: psycopg.AsyncConnection, config: MaintenanceConfig) -> ReindexAdvice:
     """Recommend a rebuild when enough chunks are dead (a large delete not yet vacuumed)."""
     stats = (await table_stats(conn, [CHUNKS])).get(CHUNKS)
-    indexes = [i for i in await vector_indexes(conn) if i.valid]
+    indexes = [i for i in await vector_indexes(conn) if i.valid and not i.leftover]
     live, dead = (stats.live_tuples, stats.dead_tuples) if stats else (0, 0)
     share = stats.dead_share if stats else 0.0
     base = {
@@ -102,13 +108,18 @@ async def reindex_vector_indexes(
     conn: psycopg.AsyncConnection, progress: Progress | None = None, indices_config: IndicesConfig | None = None
 ) -> list[dict[str, Any]]:
     """``REINDEX INDEX CONCURRENTLY`` each valid vector index of chunks; one item per index. Each
-    rebuild runs with a build's memory plan (``[indices] build_memory_cap_mb``)."""
+    rebuild runs with a build's memory plan (``[indices] build_memory_cap_mb``).
+
+    Leftover copies of an interrupted REINDEX are dropped first (an item ``dropped`` each), and
+    again after a rebuild that fails, so a failure never leaves a copy to be maintained forever.
+    """
     indices_config = indices_config or IndicesConfig()
     if not conn.autocommit:
         raise ValueError("REINDEX CONCURRENTLY needs an autocommit connection")
     items: list[dict[str, Any]] = []
     stats = (await table_stats(conn, [CHUNKS])).get(CHUNKS)
-    for index in await vector_indexes(conn):
+    await _drop_leftovers(conn, items)
+    for index in [i for i in await vector_indexes(conn) if not i.leftover]:
         item: dict[str, Any] = {"index": index.name, "table": CHUNKS, "method": index.method, "bytes_before": index.bytes}
         if not index.valid:
             items.append({**item, "status": "skipped", "note": "invalid (a failed build); drop or rebuild it first"})
@@ -128,6 +139,7 @@ async def reindex_vector_indexes(
             raise
         except psycopg.Error as e:
             item.update(status="failed", note=str(e).strip(), seconds=round(time.perf_counter() - started, 3))
+            await _drop_leftovers(conn, items)
             continue
         item["seconds"] = round(time.perf_counter() - started, 3)
         cur = await conn.execute("SELECT pg_relation_size(to_regclass(%s))", (index.name,))
@@ -137,3 +149,9 @@ async def reindex_vector_indexes(
     if stats is not None and items:
         items[0].setdefault("dead_tuples_before", stats.dead_tuples)
     return items
+
+
+async def _drop_leftovers(conn: psycopg.AsyncConnection, items: list[dict[str, Any]]) -> None:
+    for name in await drop_leftovers(conn, CHUNKS):
+        items.append({"index": name, "table": CHUNKS, "status": "dropped",
+                      "note": "left by an interrupted REINDEX CONCURRENTLY; dropped, not rebuilt"})
