@@ -11,9 +11,17 @@ Every replica runs the scheduler; PostgreSQL decides which one runs each tick:
    busy (the previous run is still going) is recorded as ``skipped`` rather than queued behind it;
    a manual run waits its turn (``queued``).
 
+A manual run never waits inside ``pg_advisory_lock``: a session blocked in a statement holds a
+snapshot, and the lock holder's ``REINDEX INDEX CONCURRENTLY`` waits for every older snapshot, so
+PostgreSQL would kill one of the two as a deadlock. The runs of one process queue on an
+``asyncio.Lock`` (request order); the one at the head polls ``pg_try_advisory_lock`` every
+``LOCK_POLL_SECONDS`` on its autocommit connection, idle and outside any transaction in between,
+which is what keeps a waiter on another replica from holding a snapshot too.
+
 Ticks come from each replica's clock, but the key is the tick's time, not the moment of arrival,
 so clock differences only decide who gets there first. A replica that dies mid-run leaves its row
-``running``; the next tick (or start) marks it failed because its database session is gone.
+``queued`` or ``running``; the next tick, manual run or server start marks it failed because its
+database session is gone. A run that fails in any other way is recorded ``failed`` with the error.
 """
 
 from __future__ import annotations
@@ -36,6 +44,9 @@ from ragkeep.maintenance.vacuum import resolve_tables, schema_tables, vacuum_tab
 log = logging.getLogger(__name__)
 
 APPLICATION_NAME = "ragkeep maintenance"
+
+#: How often a queued manual run retries the maintenance lock.
+LOCK_POLL_SECONDS = 0.25
 
 
 def next_tick(schedule: str, after: datetime) -> datetime:
@@ -67,6 +78,18 @@ async def _unlock(conn: psycopg.AsyncConnection) -> None:
         log.debug("could not release the maintenance lock; closing the connection releases it", exc_info=True)
 
 
+async def _take_lock(conn: psycopg.AsyncConnection) -> None:
+    """Take the maintenance lock, waiting without a snapshot: ``pg_try_advisory_lock`` never
+    blocks, and between tries the autocommit connection sits idle outside any transaction (a
+    session blocked in ``pg_advisory_lock`` would hold a snapshot that REINDEX CONCURRENTLY and
+    VACUUM must wait out)."""
+    while True:
+        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (MAINTENANCE_LOCK_ID,))
+        if (await cur.fetchone() or (False,))[0]:
+            return
+        await asyncio.sleep(LOCK_POLL_SECONDS)
+
+
 class Maintenance:
     """Owns the scheduler task and the manual runs of this process."""
 
@@ -77,13 +100,27 @@ class Maintenance:
         self.counters = SchedulerCounters()
         self._scheduler: asyncio.Task[None] | None = None
         self._runs: set[asyncio.Task[None]] = set()
+        #: This process's manual runs, in request order; only the head polls the advisory lock.
+        self._queue = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the scheduler when a schedule is configured (a no-op otherwise)."""
+        """Start the scheduler when a schedule is configured, and fail the runs a dead server left."""
         if self.config.vacuum_schedule and self._scheduler is None:
             self._scheduler = asyncio.create_task(self._schedule_loop(), name="maintenance scheduler")
+        sweep = asyncio.create_task(self._sweep(), name="maintenance sweep")
+        self._runs.add(sweep)
+        sweep.add_done_callback(self._runs.discard)
+
+    async def _sweep(self) -> None:
+        """Mark the runs of dead sessions failed (a replica killed while a run was queued or running)."""
+        try:
+            async with await self._connect() as conn:
+                if swept := await history.sweep_interrupted(conn):
+                    log.warning("marked %d interrupted maintenance run(s) failed", swept)
+        except psycopg.Error as e:
+            log.warning("could not check for interrupted maintenance runs: %s", e)
 
     @property
     def scheduling(self) -> bool:
@@ -179,6 +216,7 @@ class Maintenance:
         """
         conn = await self._connect()
         try:
+            await history.sweep_interrupted(conn)
             tables = await resolve_tables(conn, options.tables)
             run = await history.claim(conn, task="vacuum", trigger="manual", options=options, tables=tables)
             assert run is not None  # no scheduled_for: nothing to conflict with
@@ -191,17 +229,20 @@ class Maintenance:
         return run
 
     async def _manual(self, conn: psycopg.AsyncConnection, run: dict[str, Any]) -> None:
+        run_id = int(run["id"])
         try:
-            await conn.execute("SELECT pg_advisory_lock(%s)", (MAINTENANCE_LOCK_ID,))  # waits its turn
-            try:
-                await self._execute(conn, run, scheduled=False)
-            finally:
-                await _unlock(conn)
+            async with self._queue:  # this process's runs one after the other, in request order
+                await _take_lock(conn)  # then across replicas
+                try:
+                    await self._execute(conn, run, scheduled=False)
+                finally:
+                    await _unlock(conn)
         except asyncio.CancelledError:
-            await self._record_cancelled(conn, run["id"])
+            await self._record_cancelled(conn, run_id)
             raise
-        except Exception:
-            log.exception("maintenance run %d failed", run["id"])
+        except Exception as e:
+            log.exception("maintenance run %d failed", run_id)
+            await self._record_failed(run_id, f"failed: {str(e).strip() or type(e).__name__}")
         finally:
             await conn.close()
 
@@ -238,7 +279,10 @@ class Maintenance:
             raise
         except psycopg.Error as e:
             log.exception("maintenance run %d failed", run_id)
-            await history.finish(conn, run_id, status="failed", items=[], error=str(e).strip())
+            try:
+                await history.finish(conn, run_id, status="failed", items=[], error=str(e).strip())
+            except psycopg.Error:  # the run's connection is broken: record it from another one
+                await self._record_failed(run_id, str(e).strip())
 
     async def _reindex(
         self, conn: psycopg.AsyncConnection, parent: dict[str, Any], options: RunOptions, advice: dict[str, Any]
@@ -268,22 +312,28 @@ class Maintenance:
     async def _record_cancelled(self, conn: psycopg.AsyncConnection, run_id: int) -> None:
         """Stop the statement on the server and mark the run failed, from a fresh connection
         (the run's own may be mid-statement). Best effort: the sweep catches what this misses."""
+        await self._record_failed(run_id, "cancelled: the server process shut down during the run", cancel=True)
+
+    async def _record_failed(self, run_id: int, error: str, *, cancel: bool = False) -> None:
+        """Mark the run (and its reindex row) failed with ``error`` if still open, from a fresh
+        connection: the run's own may be broken or mid-statement. Best effort; the sweep catches
+        what this misses once the run's session is gone."""
 
         async def record() -> None:
             async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as other:
+                if cancel:
+                    await other.execute(
+                        "SELECT pg_cancel_backend(backend_pid) FROM maintenance_runs "
+                        "WHERE id = %s AND status IN ('queued', 'running')",
+                        (run_id,),
+                    )
                 await other.execute(
-                    "SELECT pg_cancel_backend(backend_pid) FROM maintenance_runs "
-                    "WHERE id = %s AND status IN ('queued', 'running')",
-                    (run_id,),
-                )
-                await other.execute(
-                    "UPDATE maintenance_runs SET status = 'failed', finished_at = clock_timestamp(), "
-                    "error = 'cancelled: the server process shut down during the run' "
-                    "WHERE id = %s AND status IN ('queued', 'running')",
-                    (run_id,),
+                    "UPDATE maintenance_runs SET status = 'failed', finished_at = clock_timestamp(), error = %s "
+                    "WHERE (id = %s OR parent_id = %s) AND status IN ('queued', 'running')",
+                    (error, run_id, run_id),
                 )
 
         try:
             await asyncio.shield(asyncio.wait_for(record(), timeout=10))
         except (asyncio.CancelledError, Exception):
-            log.warning("could not record maintenance run %d as cancelled", run_id, exc_info=True)
+            log.warning("could not record maintenance run %d as failed", run_id, exc_info=True)
