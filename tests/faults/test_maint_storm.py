@@ -29,6 +29,7 @@ import pytest
 from ragkeep.config import IndicesConfig
 from ragkeep.indices.build import IndexBuilder
 from ragkeep.indices.startup import repair_invalid
+from ragkeep.maintenance.history import MAINTENANCE_LOCK_ID
 from tests.maintenance.helpers import FINISHED, seed_chunks, wait_for_run
 from tests.support import (
     ADMIN_EMAIL,
@@ -283,3 +284,46 @@ def test_the_start_up_repair_drops_leftovers_instead_of_rebuilding_them(storm_se
     assert sorted(report.dropped) == sorted([invalid, valid]) and report.rebuilt == [], report
     assert not builder.records, "a leftover was rebuilt"
     assert vector_indexes(storm_url) == {INDEX}, sorted(chunk_indexes(storm_url))
+
+
+def test_a_reindex_killed_as_deadlock_victim_is_recorded_and_leaves_no_copy(
+    storm_admin: httpx.Client, storm_url: str
+) -> None:
+    """The finding's other outcome, made on purpose: a session with an old snapshot queues for
+    the maintenance lock the way a run used to (blocked in pg_advisory_lock); the holder's REINDEX
+    CONCURRENTLY waits for that snapshot, and (the session's deadlock_timeout being long) it is
+    the REINDEX that PostgreSQL kills. The run records it, and its ``_ccnew`` copy is dropped."""
+    blocked = threading.Event()
+    with psycopg.connect(storm_url) as waiter:
+        waiter.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        waiter.execute("SET deadlock_timeout = '120s'")  # so the REINDEX detects the cycle, not us
+        waiter.execute("SELECT 1")  # the snapshot, older than the REINDEX's
+        resp = storm_admin.post("/v3/system/maintenance/vacuum", json={"tables": ["chunks"], "reindex": True})
+        assert resp.status_code == 202, resp.text
+        run_id = resp.json()["results"]["id"]
+        deadline = time.monotonic() + 60
+        with psycopg.connect(storm_url, autocommit=True) as watch:
+            while not watch.execute(
+                "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND granted", (MAINTENANCE_LOCK_ID,)
+            ).fetchone():
+                assert time.monotonic() < deadline, "the run never took the maintenance lock"
+                time.sleep(0.01)
+
+        def queue() -> None:
+            waiter.execute("SELECT pg_advisory_lock(%s)", (MAINTENANCE_LOCK_ID,))
+            blocked.set()
+
+        t = threading.Thread(target=queue)
+        t.start()
+        run = wait_for_run(storm_admin, run_id)
+        t.join(60)
+        assert blocked.is_set()
+        waiter.execute("SELECT pg_advisory_unlock(%s)", (MAINTENANCE_LOCK_ID,))
+
+    child = storm_admin.get("/v3/system/maintenance", params={"parent_id": run["id"]}).json()["results"][0]
+    assert child["status"] == "failed" and "deadlock" in child["error"], child
+    indexes = chunk_indexes(storm_url)
+    assert not [n for n in indexes if LEFTOVER.search(n)], sorted(indexes)
+    assert vector_indexes(storm_url) == {INDEX} and indexes[INDEX] == ("hnsw", True), sorted(indexes)
+    assert [i["index"] for i in child["items"] if i["status"] == "failed"] == [INDEX], child["items"]
+    assert [i["index"] for i in child["items"] if i["status"] == "dropped"] == [f"{INDEX}_ccnew"], child["items"]

@@ -242,7 +242,7 @@ class Maintenance:
             raise
         except Exception as e:
             log.exception("maintenance run %d failed", run_id)
-            await self._record_failed(run_id, f"failed: {str(e).strip() or type(e).__name__}")
+            await self._record_failed(run_id, str(e).strip() or type(e).__name__)
         finally:
             await conn.close()
 
