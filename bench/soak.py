@@ -414,6 +414,8 @@ def summary(log: Log, samples: list[Sample], idle: Sample, seconds: float) -> No
             f"peak {get(peak):.0f} at {peak.t:.0f} s, end {get(samples[-1]):.0f}; "
             f"second half slope {k:+.2f} MB/min -> {verdict} (threshold {PLATEAU_MB_PER_MIN} MB/min)"
         )
+    print("(PostgreSQL's PSS counts the shared buffers its processes have touched: it follows the data the\n"
+          " uploads add, up to database.embedded_shared_buffers; the server's RSS is the figure to judge)")
     if samples[-1].smaps:
         print("server resident MB by mapping at the end: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(samples[-1].smaps.items())))
 
