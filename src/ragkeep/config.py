@@ -106,6 +106,15 @@ class DatabaseConfig(_Section):
     data_dir: Path | None = None
     pool_min_size: int = Field(2, ge=1)
     pool_max_size: int = Field(10, ge=1)
+    #: How long a request waits for a free pool connection before a 503 (database up, pool busy).
+    pool_timeout_seconds: float = Field(10.0, gt=0)
+    #: libpq connect_timeout for every connection (unless the URL sets one); libpq's minimum is 2.
+    connect_timeout_seconds: int = Field(5, ge=2)
+    #: statement_timeout of the request pool's connections (0: none); maintenance and index
+    #: builds use connections of their own and are not limited. A query cancelled by it is a 503.
+    statement_timeout_seconds: float = Field(60.0, ge=0)
+    #: Restart the embedded PostgreSQL when it dies (checked twice a second; ignored for a URL).
+    supervise_embedded: bool = True
     #: shared_buffers of the embedded server (ignored for an external database).
     embedded_shared_buffers: str = "512MB"
     maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)

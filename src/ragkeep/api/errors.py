@@ -7,7 +7,9 @@ R2R's SDK raises ``R2RException(status_code, message)`` from ``detail.message`` 
 from __future__ import annotations
 
 import logging
+import time
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -65,3 +67,31 @@ def install(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _body(500, "internal server error; the server log has the details", "InternalError")
+
+
+#: Seconds a client is asked to wait after a 503: the pool retries the database twice a second
+#: and the embedded server's supervisor restarts it within about a second.
+RETRY_AFTER_SECONDS = 1
+_UNAVAILABLE_LOG_EVERY = 5.0
+
+
+def install_database_unavailable(app: FastAPI) -> None:
+    """Database trouble is a 503 with Retry-After, in one place: every ``psycopg.OperationalError``
+    (server down or restarting, connection lost, pool exhausted (PoolTimeout), statement_timeout,
+    deadlock, too many connections). Logged once per few seconds, without a traceback: during an
+    outage every request fails the same way."""
+    last = [0.0, 0]  # when it was last logged, how many since
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def _unavailable(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
+        now = time.monotonic()
+        last[1] += 1
+        if now - last[0] >= _UNAVAILABLE_LOG_EVERY:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            log.warning("503 on %s %s: database unavailable (%s: %s); %d such answers since the last note",
+                        request.method, request.url.path, type(exc).__name__, reason, last[1])
+            last[0], last[1] = now, 0
+        resp = _body(503, "the database is unavailable right now (restarting or overloaded); retry shortly",
+                     "ServiceUnavailable")
+        resp.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return resp

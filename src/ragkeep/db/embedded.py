@@ -121,9 +121,28 @@ class EmbeddedPostgres:
         except subprocess.CalledProcessError as e:
             raise EmbeddedPostgresError(f"initdb failed in {self.pgdata}: {e}") from e
 
+    def running(self) -> bool:
+        """Whether the postmaster of ``postmaster.pid`` is alive (a killed one stays a zombie
+        until its parent reaps it: that counts as dead)."""
+        try:
+            pid = int((self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except (FileNotFoundError, ValueError, IndexError, psutil.Error):
+            return False
+
+    def ensure_running(self) -> bool:
+        """Start the server again if it is not running (it died or was stopped); True when this
+        call started it. Under the folder's lock, so processes sharing the server start it once."""
+        if self.running():
+            return False
+        with self._lock:
+            if self.running():
+                return False
+            self._start_server()
+            return True
+
     def _running(self) -> bool:
-        info = pg_utils.PostmasterInfo.read_from_pgdata(self.pgdata)
-        return info is not None and info.is_running()
+        return self.running()
 
     def _start_server(self) -> None:
         self.socket_dir.mkdir(parents=True, exist_ok=True)

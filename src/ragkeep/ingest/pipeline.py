@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from ragkeep.auth import limits
@@ -171,6 +172,9 @@ class Ingestor:
         except (IngestionError, limits.LimitExceeded) as e:  # a limit refuses the document whole
             await self._fail(upload, str(e))
             raise
+        except psycopg.OperationalError as e:  # the database, not the document: a 503 for the uploader
+            await self._fail(upload, f"the database was unavailable: {e}")
+            raise
         except Exception as e:  # any failure: nothing half-written, and the reason kept
             log.exception("ingestion of document %s failed", upload.document_id)
             await self._fail(upload, f"{type(e).__name__}: {e}")
@@ -186,6 +190,8 @@ class Ingestor:
             await self.process(upload, progress=True)
         except (IngestionError, limits.LimitExceeded):
             pass  # recorded in the document's status
+        except psycopg.OperationalError as e:  # recorded if the database came back in time
+            log.warning("background ingestion of document %s stopped: database unavailable (%s)", upload.document_id, e)
 
     async def drain(self) -> None:
         """Cancel background work at shutdown (each task records its failure)."""
