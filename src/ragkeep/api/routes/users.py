@@ -303,7 +303,11 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-@public_router.post("/login", response_model=Results[TokenPairOut])
+#: Documented for OpenAPI readers (and schema checkers): the throttle's answer.
+_THROTTLED = {429: {"description": "Too many failed log-ins: retry after the Retry-After header's seconds"}}
+
+
+@public_router.post("/login", response_model=Results[TokenPairOut], responses=_THROTTLED)
 async def login(
     request: Request, services: ServicesDep, username: Annotated[str, Form()], password: Annotated[str, Form()]
 ) -> Results[TokenPairOut]:
@@ -386,7 +390,7 @@ async def logout(
     return Results(results=GenericMessage(message="Logged out successfully"))
 
 
-@router.post("/change-password", response_model=Results[GenericMessage])
+@router.post("/change-password", response_model=Results[GenericMessage], responses=_THROTTLED)
 async def change_password(
     body: PasswordChange,
     principal: PrincipalDep,
