@@ -7,6 +7,7 @@ refused on every replica, except (by default) the access token that made the cha
 
 from __future__ import annotations
 
+import random
 import uuid
 
 import httpx
@@ -48,7 +49,8 @@ def test_password_change_ends_every_other_session(base_url: str, make_user) -> N
     assert r.status_code == 200 and r.json()["results"] == {"message": "Password changed successfully"}
 
     # Every other session ends at once: access and refresh tokens.
-    assert me(base_url, thief["access"]) == 401
+    r = httpx.get(f"{base_url}/v3/users/me", headers=bearer(thief["access"]))
+    assert r.status_code == 401 and "password changed" in r.json()["detail"]["message"]
     assert me(base_url, other["access"]) == 401
     assert refresh(base_url, thief["refresh"]).status_code == 401
     r = httpx.post(f"{base_url}/v3/retrieval/search", headers=bearer(thief["access"]), json={"query": "x"})
@@ -82,13 +84,25 @@ def test_password_change_can_end_the_current_session_too(base_url: str, make_use
     assert me(base_url, session(base_url, user, new_password)["access"]) == 200
 
 
-def test_a_wrong_current_password_ends_nothing(base_url: str, make_user) -> None:
+def test_wrong_current_passwords_end_nothing_and_are_throttled(base_url: str, make_user, settings) -> None:
+    """A stolen access token must not become a way to guess the password: change-password counts
+    a wrong ``current_password`` as a failed log-in (the session server's default limits)."""
     user = make_user("pwchange")
     mine, other = session(base_url, user), session(base_url, user)
-    r = change_password(base_url, mine["access"], "not-the-password", f"new-{uuid.uuid4().hex}")
-    assert r.status_code == 400
+    # From an address of its own (uvicorn trusts X-Forwarded-For from 127.0.0.1), so the test
+    # uses up no other test's budget of failures.
+    mine_from = {**bearer(mine["access"]), "X-Forwarded-For": f"198.19.{random.randrange(256)}.{random.randrange(1, 255)}"}
+    limit = settings.auth.login_failures_per_account_address
+    body = {"current_password": "not-the-password", "new_password": f"new-{uuid.uuid4().hex}"}
+    for _ in range(limit):
+        r = httpx.post(f"{base_url}/v3/users/change-password", json=body, headers=mine_from)
+        assert r.status_code == 400 and "current_password" in r.json()["detail"]["message"]
+    r = httpx.post(f"{base_url}/v3/users/change-password", json={**body, "current_password": user.password}, headers=mine_from)
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+    # Nothing changed: the password and every session are as they were.
     assert me(base_url, mine["access"]) == 200 and me(base_url, other["access"]) == 200
     assert refresh(base_url, other["refresh"]).status_code == 200
+    assert session(base_url, user)["access"]
 
 
 def test_password_change_through_an_api_key_ends_every_session(base_url: str, make_user) -> None:
