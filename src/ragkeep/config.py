@@ -245,6 +245,14 @@ class AuthConfig(_Section):
     admin_password: str | None = None
     #: Self-registration through ``POST /v3/users`` (R2R allows it by default).
     allow_registration: bool = True
+    #: Failed log-ins before log-in answers 429 (docs/security.md), counted over a window that
+    #: starts at the first failure; 0 turns a limit off. Per account and client address ...
+    login_failures_per_account_address: int = Field(10, ge=0)
+    #: ... per account from any address but those it logged in from before ...
+    login_failures_per_account: int = Field(50, ge=0)
+    #: ... and per client address over every account (but those it logged in to before).
+    login_failures_per_address: int = Field(100, ge=0)
+    login_failure_window_seconds: int = Field(900, ge=1, le=86_400)
 
 
 class MetricsConfig(_Section):

@@ -162,7 +162,8 @@ def test_change_password(base_url: str, make_user) -> None:
     assert r.status_code == 401
     after = token_pair(base_url, user.email, new_password)
     assert me(base_url, after["access_token"]["token"]).status_code == 200
-    assert user.client.get("/v3/users/me").status_code == 200  # access tokens run out on their own
+    assert user.client.get("/v3/users/me").status_code == 200  # the session that changed it goes on
+    assert me(base_url, before["access_token"]["token"]).status_code == 401  # every other one ends
     # A refresh token from before the change no longer gives new tokens; one from after does.
     r = httpx.post(f"{base_url}/v3/users/refresh-token", json=before["refresh_token"]["token"])
     assert r.status_code == 401 and "password" in r.json()["detail"]["message"]

@@ -160,6 +160,28 @@ def test_users_register_login_me_refresh_and_logout(base_url: str) -> None:
     assert other_session.users.me().results.id == created.id  # log-out ends only that session
 
 
+def test_change_password_ends_the_other_sessions(base_url: str, r2r_user) -> None:
+    """R2R's ``change_password(current_password, new_password)``; the client that calls it carries
+    on (as with R2R), every other session of the user ends at once (R2R's go on until they expire)."""
+    user = r2r_user("pwchange")
+    other = R2RClient(base_url, timeout=120)
+    other.users.login(user.email, user.password)
+    assert other.users.me().results.id == user.id
+
+    new_password = f"pw-{uuid.uuid4().hex}"
+    changed = user.client.users.change_password(user.password, new_password).results
+    assert changed.message == "Password changed successfully"
+    assert user.client.users.me().results.id == user.id
+    assert user.client.documents.list().total_entries == 0
+    assert status_of(other.users.me) == 401
+    assert status_of(other.users.refresh_token) == 401
+    assert status_of(user.client.users.refresh_token) == 401  # issued under the old password
+    assert status_of(lambda: other.users.login(user.email, user.password)) == 401
+    other.users.login(user.email, new_password)
+    assert other.users.me().results.id == user.id
+    other.client.close()
+
+
 def test_api_keys_create_use_and_delete(base_url: str, r2r_user) -> None:
     user = r2r_user("keys")
     made = user.client.users.create_api_key(user.id, name="ci", description="compat test").results

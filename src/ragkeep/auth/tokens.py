@@ -6,6 +6,9 @@ database accept the tokens any other replica issued, with nothing to distribute 
 Revocation lives in PostgreSQL too (``revoked_tokens``, keyed by the token's ``jti``): log-out
 revokes the presented access token, and a refresh token is revoked when it is exchanged, so each
 one works once. A revoked row is kept only until the token would have expired anyway.
+
+Every token also carries its user's ``token_generation`` (claim ``gen``) at issue: changing the
+password adds one to it, which ends every token issued before in one step (``users.set_password``).
 """
 
 from __future__ import annotations
@@ -46,14 +49,16 @@ class TokenSubject(uuid.UUID):
     a revoked token in the same query that loads the caller.
     """
 
-    __slots__ = ("token_id", "expires_at")
+    __slots__ = ("token_id", "expires_at", "generation")
     token_id: str
     expires_at: datetime
+    generation: int
 
-    def __init__(self, user_id: uuid.UUID, token_id: str, expires_at: datetime) -> None:
+    def __init__(self, user_id: uuid.UUID, token_id: str, expires_at: datetime, generation: int = 0) -> None:
         super().__init__(int=user_id.int)
         object.__setattr__(self, "token_id", token_id)
         object.__setattr__(self, "expires_at", expires_at)
+        object.__setattr__(self, "generation", generation)
 
 
 class TokenIssuer:
@@ -61,10 +66,18 @@ class TokenIssuer:
         self._secret = secret
         self._lifetimes = {"access": timedelta(minutes=access_minutes), "refresh": timedelta(days=refresh_days)}
 
-    def issue(self, user_id: uuid.UUID, kind: TokenType, *, password_changed_at: datetime | None = None) -> str:
-        """A signed token. ``password_changed_at`` (the user's, when they have changed it) goes into
-        refresh tokens as ``pwd``, so that changing the password again ends them (see
-        ``password_stamp``): an exact comparison, with no clocks involved."""
+    def issue(
+        self,
+        user_id: uuid.UUID,
+        kind: TokenType,
+        *,
+        password_changed_at: datetime | None = None,
+        generation: int = 0,
+    ) -> str:
+        """A signed token. ``generation`` (the user's ``token_generation``) goes in as ``gen``: the
+        token works while the user's is still the same. ``password_changed_at`` (the user's, when
+        they have changed it) goes into refresh tokens as ``pwd`` (the check that came before
+        ``gen``, kept for refresh tokens issued before it): both are exact comparisons, no clocks."""
         now = datetime.now(UTC)
         claims: dict[str, object] = {
             "sub": str(user_id),
@@ -72,15 +85,18 @@ class TokenIssuer:
             "iat": now,
             "exp": now + self._lifetimes[kind],
             "jti": secrets.token_hex(16),
+            "gen": generation,
         }
         if kind == "refresh" and password_changed_at is not None:
             claims["pwd"] = password_stamp(password_changed_at)
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
-    def pair(self, user_id: uuid.UUID, *, password_changed_at: datetime | None = None) -> TokenPair:
+    def pair(
+        self, user_id: uuid.UUID, *, password_changed_at: datetime | None = None, generation: int = 0
+    ) -> TokenPair:
         return TokenPair(
-            self.issue(user_id, "access"),
-            self.issue(user_id, "refresh", password_changed_at=password_changed_at),
+            self.issue(user_id, "access", generation=generation),
+            self.issue(user_id, "refresh", password_changed_at=password_changed_at, generation=generation),
         )
 
     def decode(self, token: str, kind: TokenType) -> tuple[TokenSubject, dict]:
@@ -101,12 +117,15 @@ class TokenIssuer:
         jti = claims["jti"]
         if not isinstance(jti, str) or not 0 < len(jti) <= 64:
             raise InvalidToken("invalid token id")
+        generation = claims.get("gen", 0)  # tokens issued before generations existed have none
+        if isinstance(generation, bool) or not isinstance(generation, int) or not 0 <= generation < 2**31:
+            raise InvalidToken("invalid token generation")
         try:
             user_id = uuid.UUID(claims["sub"])
             expires_at = datetime.fromtimestamp(claims["exp"], UTC)
         except (ValueError, TypeError, OverflowError) as e:
             raise InvalidToken("invalid token claims") from e
-        return TokenSubject(user_id, jti, expires_at), claims
+        return TokenSubject(user_id, jti, expires_at, generation), claims
 
 
 def password_stamp(password_changed_at: datetime | None) -> str | None:
@@ -114,8 +133,9 @@ def password_stamp(password_changed_at: datetime | None) -> str | None:
     return password_changed_at.astimezone(UTC).isoformat() if password_changed_at is not None else None
 
 
-def issued_under_current_password(claims: dict, password_changed_at: datetime | None) -> bool:
-    return claims.get("pwd") == password_stamp(password_changed_at)
+def issued_under_current_password(claims: dict, password_changed_at: datetime | None, generation: int = 0) -> bool:
+    """Whether no password change (nor anything else that ends sessions) came after the token."""
+    return claims.get("pwd") == password_stamp(password_changed_at) and claims.get("gen", 0) == generation
 
 
 async def revoke(conn: psycopg.AsyncConnection, subject: TokenSubject) -> bool:

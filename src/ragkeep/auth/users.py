@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 USER_COLUMNS = (
     "id, email, hashed_password, name, bio, profile_picture, is_superuser, is_active, is_verified, "
-    "limits_overrides, metadata, password_changed_at, created_at, updated_at"
+    "limits_overrides, metadata, password_changed_at, token_generation, created_at, updated_at"
 )
 
 #: Columns ``update_user`` may set, each a fixed identifier (never caller text).
@@ -57,6 +57,8 @@ class User:
     collection_ids: list[uuid.UUID] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     password_changed_at: datetime | None = None
+    #: Goes into every token issued to the user; changing the password adds one, ending them all.
+    token_generation: int = 0
 
 
 @dataclass(frozen=True)
@@ -243,13 +245,18 @@ async def check_password(conn: psycopg.AsyncConnection, user_id: uuid.UUID, pass
     return row is not None and ok
 
 
-async def set_password(conn: psycopg.AsyncConnection, user_id: uuid.UUID, password: str) -> None:
-    """Store a new password; refresh tokens issued under the old one stop working (see ``tokens.issue``)."""
+async def set_password(
+    conn: psycopg.AsyncConnection, user_id: uuid.UUID, password: str, *, keep_token_id: str | None = None
+) -> None:
+    """Store a new password and end every session of the user: all access and refresh tokens
+    issued before (``token_generation`` moves on), except the access token ``keep_token_id`` (the
+    caller's own, so the client that changed the password goes on working until it expires)."""
     hashed = await asyncio.to_thread(hash_password, password)
     await conn.execute(
-        """UPDATE users SET hashed_password = %s, password_changed_at = now(), updated_at = now()
+        """UPDATE users SET hashed_password = %s, password_changed_at = now(), updated_at = now(),
+                            token_generation = token_generation + 1, kept_token_id = %s
            WHERE id = %s""",
-        (hashed, user_id),
+        (hashed, keep_token_id, user_id),
     )
 
 
@@ -286,7 +293,12 @@ async def usage_counts(conn: psycopg.AsyncConnection, user_id: uuid.UUID) -> dic
 
 
 async def authenticate(conn: psycopg.AsyncConnection, email: str, password: str) -> User | None:
-    user = await get_user_by_email(conn, email)
+    return await verify_user(await get_user_by_email(conn, email), password)
+
+
+async def verify_user(user: User | None, password: str) -> User | None:
+    """``user`` if the password is theirs and they are active; needs no connection (the log-in route
+    gives its own back to the pool while argon2 runs)."""
     # argon2 costs ~0.1-0.4 s of CPU: off the event loop, and paid even for unknown users so
     # that timing does not reveal which emails exist.
     ok = await asyncio.to_thread(verify_password, user.hashed_password if user else _DUMMY_HASH, password)
@@ -299,23 +311,33 @@ _DUMMY_HASH = hash_password(secrets.token_hex(16))
 
 
 async def load_principal(
-    conn: psycopg.AsyncConnection, user_id: uuid.UUID, *, token_id: str | None = None
+    conn: psycopg.AsyncConnection,
+    user_id: uuid.UUID,
+    *,
+    token_id: str | None = None,
+    generation: int | None = None,
 ) -> Principal | None:
-    """The caller, or None if the user is gone or inactive, or the token (``token_id``) was revoked.
+    """The caller, or None if the user is gone or inactive, or the token (``token_id``) was revoked:
+    logged out, or issued before the user's password changed (its ``generation`` is not the
+    user's, and it is not the one token the change kept).
 
-    ``token_id`` defaults to the one a ``TokenSubject`` carries (what ``TokenIssuer.decode``
-    returns), so a bearer request checks revocation in this same query: one primary-key probe.
-    API keys pass a plain UUID and have no token to check."""
+    ``token_id`` and ``generation`` default to those a ``TokenSubject`` carries (what
+    ``TokenIssuer.decode`` returns), so a bearer request checks revocation in this same query:
+    one primary-key probe. API keys pass a plain UUID and have no token to check."""
     if token_id is None:
         token_id = getattr(user_id, "token_id", None)
+    if generation is None:
+        generation = getattr(user_id, "generation", 0) if token_id is not None else None
     cur = await conn.execute(
         """SELECT u.id, u.email, u.is_superuser,
                   coalesce((SELECT array_agg(cu.collection_id) FROM collection_users cu
                             WHERE cu.user_id = u.id), '{}')
            FROM users u
-           WHERE u.id = %s AND u.is_active
-             AND NOT EXISTS (SELECT 1 FROM revoked_tokens r WHERE r.jti = %s)""",
-        (user_id, token_id),
+           WHERE u.id = %(user)s AND u.is_active
+             AND (%(jti)s::text IS NULL
+                  OR ((u.token_generation = %(gen)s OR u.kept_token_id = %(jti)s)
+                      AND NOT EXISTS (SELECT 1 FROM revoked_tokens r WHERE r.jti = %(jti)s)))""",
+        {"user": user_id, "jti": token_id, "gen": generation},
     )
     row = await cur.fetchone()
     if row is None:

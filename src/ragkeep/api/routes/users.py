@@ -31,7 +31,7 @@ from ragkeep.api.schemas import (
     UserCreate,
     UserOut,
 )
-from ragkeep.auth import api_keys, limits, tokens, users
+from ragkeep.auth import api_keys, limits, throttle, tokens, users
 from ragkeep.auth.passwords import MIN_PASSWORD_LENGTH
 from ragkeep.auth.tokens import InvalidToken, TokenPair
 from ragkeep.auth.users import EmailTaken, LastSuperuser, Principal, User, UserUsage
@@ -180,6 +180,8 @@ class UserUpdate(BaseModel):
 class PasswordChange(BaseModel):
     current_password: str = Field(min_length=1, max_length=1024)
     new_password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=1024)
+    #: Not R2R's: false ends the bearer token this request carries too (every other one always ends).
+    keep_current_session: bool = True
 
     @field_validator("new_password")
     @classmethod
@@ -295,15 +297,48 @@ async def list_users(
     return PaginatedResults(results=[user_out(u, usage) for u, usage in rows], total_entries=total)
 
 
-@public_router.post("/login", response_model=Results[TokenPairOut])
+def client_address(request: Request) -> str:
+    """The caller's address: uvicorn has already replaced a trusted proxy's with the client's from
+    ``X-Forwarded-For`` (its ``FORWARDED_ALLOW_IPS``, 127.0.0.1 and ::1 unless set)."""
+    return request.client.host if request.client else "unknown"
+
+
+#: Documented for OpenAPI readers (and schema checkers): the throttle's answer.
+_THROTTLED = {429: {"description": "Too many failed log-ins: retry after the Retry-After header's seconds"}}
+
+
+@public_router.post("/login", response_model=Results[TokenPairOut], responses=_THROTTLED)
 async def login(
-    services: ServicesDep, username: Annotated[str, Form()], password: Annotated[str, Form()]
+    request: Request, services: ServicesDep, username: Annotated[str, Form()], password: Annotated[str, Form()]
 ) -> Results[TokenPairOut]:
+    """Tokens for an email and password. Failed log-ins are throttled (``ragkeep.auth.throttle``):
+    past a limit the answer is 429 with ``Retry-After``, before the password is even checked."""
+    attempt = throttle.Attempt.of(username, client_address(request))
     async with services.db.pool.connection() as conn:
-        user = await users.authenticate(conn, username, password)
-    if user is None:
-        raise ApiError(401, "incorrect email or password")
-    return Results(results=_pair_out(services.tokens.pair(user.id, password_changed_at=user.password_changed_at)))
+        await throttle.begin(conn, services.settings.auth, attempt)
+        found = await users.get_user_by_email(conn, username)
+    user = await users.verify_user(found, password)  # no connection held while argon2 runs
+    async with services.db.pool.connection() as conn:
+        if user is None:
+            await throttle.prune(conn)
+            raise ApiError(401, "incorrect email or password")
+        await throttle.succeeded(conn, attempt)
+    pair = services.tokens.pair(
+        user.id, password_changed_at=user.password_changed_at, generation=user.token_generation
+    )
+    return Results(results=_pair_out(pair))
+
+
+async def _password_is_right(request: Request, services: ServicesDep, principal: Principal, password: str) -> bool:
+    """Check an authenticated caller's own password, throttled as their log-ins are: a stolen token
+    must not become a way to guess the password."""
+    attempt = throttle.Attempt.of(principal.email, client_address(request))
+    async with services.db.pool.connection() as conn:
+        await throttle.begin(conn, services.settings.auth, attempt)
+        ok = await users.check_password(conn, principal.id, password)
+        if ok:
+            await throttle.succeeded(conn, attempt)
+    return ok
 
 
 @public_router.post("/refresh-token", response_model=Results[TokenPairOut])
@@ -321,11 +356,13 @@ async def refresh_token(
         user = await users.get_user(conn, subject)
         if user is None or not user.is_active:
             raise ApiError(401, "the user of this token no longer exists or is inactive")
-        if not tokens.issued_under_current_password(claims, user.password_changed_at):
+        if not tokens.issued_under_current_password(claims, user.password_changed_at, user.token_generation):
             raise ApiError(401, "the password was changed after this token was issued; log in again")
         if not await tokens.revoke(conn, subject):
             raise ApiError(401, "this refresh token was already used; log in again")
-    pair = services.tokens.pair(user.id, password_changed_at=user.password_changed_at)
+    pair = services.tokens.pair(
+        user.id, password_changed_at=user.password_changed_at, generation=user.token_generation
+    )
     return Results(results=_pair_out(pair))
 
 
@@ -353,14 +390,30 @@ async def logout(
     return Results(results=GenericMessage(message="Logged out successfully"))
 
 
-@router.post("/change-password", response_model=Results[GenericMessage])
-async def change_password(body: PasswordChange, principal: PrincipalDep, services: ServicesDep) -> Results[GenericMessage]:
-    """Needs the current password. Refresh tokens issued before stop working; access tokens
-    (this one included) keep working until they expire."""
+@router.post("/change-password", response_model=Results[GenericMessage], responses=_THROTTLED)
+async def change_password(
+    body: PasswordChange,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Results[GenericMessage]:
+    """Needs the current password. Every session of the user ends, on every replica: all access
+    and refresh tokens issued before, except the access token this request carries (unless
+    ``keep_current_session`` is false), so a client that changes its password carries on as with
+    R2R; its refresh token ends too, so it logs in again once that access token expires."""
+    keep: str | None = None
+    if bearer is not None and body.keep_current_session:
+        try:
+            subject, _ = services.tokens.decode(bearer.credentials, "access")
+        except InvalidToken:
+            subject = None  # authenticated by an API key sent alongside: no session to keep
+        if subject is not None and subject == principal.id:
+            keep = subject.token_id
+    if not await _password_is_right(request, services, principal, body.current_password):
+        raise ApiError(400, "current_password: incorrect password")
     async with services.db.pool.connection() as conn:
-        if not await users.check_password(conn, principal.id, body.current_password):
-            raise ApiError(400, "current_password: incorrect password")
-        await users.set_password(conn, principal.id, body.new_password)
+        await users.set_password(conn, principal.id, body.new_password, keep_token_id=keep)
     return Results(results=GenericMessage(message="Password changed successfully"))
 
 
@@ -417,19 +470,23 @@ async def update_user(
 
 @router.delete("/{user_id}", response_model=Results[GenericBoolean])
 async def delete_user(
-    user_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep, body: UserDelete | None = None
+    user_id: uuid.UUID,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    request: Request,
+    body: UserDelete | None = None,
 ) -> Results[GenericBoolean]:
     """Delete an account with its documents, chunks, API keys and the collections it owns.
 
     Your own account needs your password (as R2R; a superuser too); a superuser deletes others' without."""
     _require_self_or_superuser(principal, user_id)
     body = body or UserDelete()
+    if user_id == principal.id:
+        if not body.password:
+            raise ApiError(422, "password: required to delete your own account")
+        if not await _password_is_right(request, services, principal, body.password):
+            raise ApiError(400, "password: incorrect password")
     async with services.db.pool.connection() as conn:
-        if user_id == principal.id:
-            if not body.password:
-                raise ApiError(422, "password: required to delete your own account")
-            if not await users.check_password(conn, user_id, body.password):
-                raise ApiError(400, "password: incorrect password")
         try:
             deleted = await users.delete_user(conn, user_id)
         except LastSuperuser:
