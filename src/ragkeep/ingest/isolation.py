@@ -19,6 +19,7 @@ import asyncio
 import logging
 import os
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -40,8 +41,11 @@ from ragkeep.ingest.parsers import (
 log = logging.getLogger(__name__)
 
 
-def _serve(conn: Connection, memory_bytes: int) -> None:
-    """A worker: parse what the pipe brings, answer ("ok", doc) or (error class name, message)."""
+def _serve(conn: Connection, memory_bytes: int, timeout_seconds: float) -> None:
+    """A worker: parse what the pipe brings, answer ("ok", doc) or (error class name, message).
+
+    Each parse arms SIGALRM a little after the server's own deadline, so a worker whose server
+    died (``kill -9``: nobody left to kill it) still ends."""
     if memory_bytes > 0:
         idle = psutil.Process().memory_info().vms
         resource.setrlimit(resource.RLIMIT_AS, (idle + memory_bytes, idle + memory_bytes))
@@ -50,6 +54,7 @@ def _serve(conn: Connection, memory_bytes: int) -> None:
             data, filename, content_type, limits = conn.recv()
         except (EOFError, OSError):
             return  # the server closed the pipe
+        signal.alarm(int(timeout_seconds) + 5)  # the default action ends the process
         try:
             answer: tuple[str, Any] = ("ok", parse_document(data, filename, content_type, limits))
         except MemoryError:
@@ -62,16 +67,18 @@ def _serve(conn: Connection, memory_bytes: int) -> None:
             answer = (type(e).__name__, str(e))
         except Exception as e:  # a parser bug must still be the upload's error, never the server's
             answer = ("DocumentParseError", f"the document could not be parsed: {type(e).__name__}: {e}"[:300])
+        signal.alarm(0)
         del data
         conn.send(answer)
 
 
 class _Worker:
-    def __init__(self, memory_bytes: int) -> None:
+    def __init__(self, memory_bytes: int, timeout_seconds: float) -> None:
         mine, theirs = socket.socketpair()
         with theirs:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "ragkeep.ingest.isolation", str(theirs.fileno()), str(memory_bytes)],
+                [sys.executable, "-m", "ragkeep.ingest.isolation", str(theirs.fileno()), str(memory_bytes),
+                 str(timeout_seconds)],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
             )
@@ -104,6 +111,7 @@ class ParserPool:
         self.limits = limits
         self._slots = asyncio.Semaphore(workers)
         self._idle: list[_Worker] = []
+        self._busy: set[_Worker] = set()
 
     async def parse(self, data: bytes, filename: str | None, content_type: str | None) -> ParsedDocument:
         async with self._slots:
@@ -111,12 +119,15 @@ class ParserPool:
             if worker is None or not worker.alive():
                 if worker is not None:
                     worker.kill()
-                worker = await asyncio.to_thread(_Worker, self.memory_bytes)
+                worker = await asyncio.to_thread(_Worker, self.memory_bytes, self.timeout)
+            self._busy.add(worker)
             try:
                 kind, value = await asyncio.to_thread(self._call, worker, (data, filename, content_type, self.limits))
             except BaseException:
                 worker.kill()  # timed out, died, or the request was cancelled: never reused
                 raise
+            finally:
+                self._busy.discard(worker)
             self._idle.append(worker)
         if kind == "ok":
             return value
@@ -153,10 +164,11 @@ class ParserPool:
             raise ParseLimitExceeded(self._memory_message()) from None
 
     async def close(self) -> None:
-        workers, self._idle = self._idle, []
+        """Stop every worker, idle or busy (a busy one's upload is being cancelled with the server)."""
+        workers, self._idle = [*self._idle, *self._busy], []
         for w in workers:
             w.kill()
 
 
 if __name__ == "__main__":  # a worker: python -m ragkeep.ingest.isolation FD MEMORY_BYTES
-    _serve(Connection(int(sys.argv[1])), int(sys.argv[2]))
+    _serve(Connection(int(sys.argv[1])), int(sys.argv[2]), float(sys.argv[3]))
