@@ -170,6 +170,20 @@ class IngestionConfig(_Section):
     max_file_size_bytes: int = Field(50 * 1024 * 1024, ge=1)
     #: Files larger than this are processed in a background task; the upload answers at once.
     background_threshold_bytes: int = Field(256 * 1024, ge=0)
+    #: Parses run in worker processes (ingest/isolation.py): at most this many at once.
+    parse_workers: int = Field(2, ge=1, le=64)
+    #: Wall-clock seconds one parse may take; the worker is then killed and the upload refused (422).
+    parse_timeout_seconds: float = Field(120.0, gt=0)
+    #: Memory (MB) a parse may allocate on top of an idle worker's (RLIMIT_AS); 0 = no limit.
+    parse_memory_mb: int = Field(1024, ge=0)
+    #: Bytes a .docx may inflate to, all zip members together (checked before inflating, then counted).
+    max_decompressed_bytes: int = Field(256 * 1024 * 1024, ge=1)
+    #: XML/HTML elements, JSON values or CSV rows one document may hold.
+    max_elements: int = Field(1_000_000, ge=1)
+    #: Pages one PDF may have.
+    max_pages: int = Field(5_000, ge=1)
+    #: How often each replica fails the documents in flight whose replica is gone (ingest/liveness.py).
+    sweep_seconds: float = Field(30.0, gt=0)
 
     @model_validator(mode="after")
     def _overlap(self) -> IngestionConfig:

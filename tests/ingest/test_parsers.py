@@ -147,12 +147,17 @@ def test_txt_is_decoded_and_normalised() -> None:
     assert doc == ParsedDocument(text=normalised(GPL), document_type="txt", title="GPL-3")
 
 
-def test_crlf_nul_and_blank_line_runs_are_normalised() -> None:
+def test_crlf_and_blank_line_runs_are_normalised() -> None:
     messy = MPL.replace("\n\n", "\n   \n\n\n\n").replace("\n", "\r\n")
-    messy = messy.replace("Covered Software", "Covered\x00 Software")
     doc = parse_document(messy.encode(), "mpl.txt")
-    assert "\r" not in doc.text and "\x00" not in doc.text and "\n\n\n" not in doc.text
+    assert "\r" not in doc.text and "\n\n\n" not in doc.text
     assert doc.text == normalised(MPL)
+
+
+def test_a_nul_in_text_is_refused_with_its_offset() -> None:
+    """Text holds no NUL: one means a binary file (or UTF-16 without a BOM); it used to be dropped silently."""
+    with pytest.raises(DocumentParseError, match="NUL character \\(at byte offset 7\\)"):
+        parse_document(b"Covered\x00 Software", "mpl.txt")
 
 
 @pytest.mark.parametrize("codec", ["utf-8-sig", "utf-16", "utf-16-be", "utf-32"])
@@ -528,7 +533,7 @@ def test_empty_file(doc_type: str) -> None:
 
 def test_whitespace_only_text_file() -> None:
     with pytest.raises(DocumentParseError, match="document contains no text"):
-        parse_document(" \n\t\r\n\x00\n".encode(), "blank.txt")
+        parse_document(" \n\t\r\n\n".encode(), "blank.txt")
 
 
 def test_every_type_rejects_the_other_types_with_a_parse_error() -> None:

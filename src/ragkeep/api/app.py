@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     log.warning("marked %d interrupted ingestions as failed", interrupted)
             tokens = TokenIssuer(secret, settings.auth.access_token_minutes, settings.auth.refresh_token_days)
             ingestor = Ingestor(db.pool, embedder, settings.ingestion)
+            await ingestor.start(db.url)  # this replica's lease; sweeps dead replicas' documents
             indexes = IndexBuilder(db.url, settings.indices)
             indexes.begin_startup()  # repair invalid vector indexes, then warm them (background)
             promoter = AutoPromoter(settings, indexes)

@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import re
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -22,12 +23,16 @@ import docx
 from bs4 import BeautifulSoup, CData, NavigableString, Tag, UnicodeDammit
 from bs4.element import PreformattedString
 from docx.text.paragraph import Paragraph
+from lxml import etree
 from pypdf import PdfReader
 from pypdf.errors import DependencyError
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "SUPPORTED_TYPES",
     "DocumentParseError",
+    "ParseLimitExceeded",
+    "ParseLimits",
     "ParsedDocument",
     "UnsupportedDocumentType",
     "detect_type",
@@ -65,6 +70,33 @@ class UnsupportedDocumentType(ValueError):
 
 class DocumentParseError(ValueError):
     """The file claims a supported type but its content cannot be turned into text (HTTP 400/422)."""
+
+
+class ParseLimitExceeded(DocumentParseError):
+    """The file is beyond a parsing limit (size once decompressed, elements, pages, time, memory)."""
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    """What one parse may cost; the message of a refusal names the setting ([ingestion])."""
+
+    #: Bytes a .docx's zip members may inflate to, all together.
+    max_decompressed_bytes: int = 256 * 1024 * 1024
+    #: XML/HTML elements, JSON values or CSV rows in one document.
+    max_elements: int = 1_000_000
+    #: Pages of a PDF.
+    max_pages: int = 5_000
+
+
+DEFAULT_LIMITS = ParseLimits()
+
+
+def _over(what: str, limit: int, setting: str) -> ParseLimitExceeded:
+    return ParseLimitExceeded(
+        f"the document exceeds the limit on {what} ({limit:,}{' bytes' if 'size' in what else ''}; "
+        f"setting ingestion.{setting}); "
+        "split it into smaller documents"
+    )
 
 
 @dataclass(frozen=True)
@@ -177,7 +209,7 @@ def _decode(data: bytes) -> str:
     """
     bom, encoding = next(((b, e) for b, e in _BOMS if data.startswith(b)), (b"", "utf-8"))
     try:
-        return data[len(bom) :].decode(encoding)
+        text = data[len(bom) :].decode(encoding)
     except UnicodeDecodeError as e:
         offset = len(bom) + e.start
         name = encoding.upper().removesuffix("-LE").removesuffix("-BE")
@@ -185,6 +217,14 @@ def _decode(data: bytes) -> str:
             f"the file is not valid {name} text (invalid byte 0x{data[offset]:02x} at offset "
             f"{offset}); save it as UTF-8 (or UTF-16 with a byte-order mark) and upload it again"
         ) from None
+    if (nul := text.find("\x00")) >= 0:
+        # Text has no NUL; one means a binary file, or UTF-16 without its byte-order mark.
+        where = f"byte offset {nul}" if not bom else f"character {nul}"
+        raise DocumentParseError(
+            f"the file is not text: it contains a NUL character (at {where}); upload text as UTF-8 "
+            "(UTF-16 needs a byte-order mark), or a binary document as .pdf or .docx"
+        )
+    return text
 
 
 _ATX_HEADING = re.compile(r" {0,3}#{1,6}[ \t]+(.*)")
@@ -206,11 +246,11 @@ def _markdown_title(text: str) -> str | None:
     return None
 
 
-def _parse_txt(data: bytes) -> tuple[str, str | None]:
+def _parse_txt(data: bytes, limits: ParseLimits) -> tuple[str, str | None]:
     return _decode(data), None
 
 
-def _parse_md(data: bytes) -> tuple[str, str | None]:
+def _parse_md(data: bytes, limits: ParseLimits) -> tuple[str, str | None]:
     text = _decode(data)
     return text, _markdown_title(text)
 
@@ -249,7 +289,7 @@ def _html_breaks(match: re.Match[str]) -> str:
     return "\n\n" if _PARA in run or run.count(_BR) > 1 else "\n"
 
 
-def _html_text(root: Any) -> str:
+def _html_text(root: Any, max_elements: int) -> str:
     """Visible text with block structure, in one pass over the tree.
 
     Iterative, and without modifying the tree: BeautifulSoup's insert/decompose are linear
@@ -258,8 +298,12 @@ def _html_text(root: Any) -> str:
     out: list[str] = []
     in_pre = 0
     stack: list[tuple[Any, str | None]] = [(root, None)]
+    seen = 0
     while stack:
         node, closing = stack.pop()
+        seen += 1
+        if seen > 2 * max_elements:  # each tag is visited twice (in and out) plus its strings
+            raise _over("elements", max_elements, "max_elements")
         if closing is not None:  # leaving a tag
             out.append(closing)
             if node.name in _PRE_TAGS:
@@ -287,10 +331,28 @@ def _html_text(root: Any) -> str:
     return _SENTINEL_RUN.sub(_html_breaks, _SPACES.sub(" ", "".join(out)))
 
 
-def _parse_html(data: bytes) -> tuple[str, str | None]:
+#: C0 control bytes that text never holds (tab, line feed, vertical tab, form feed, carriage
+#: return and escape are left out: old pages and logs do carry them).
+_CONTROL_BYTES = bytes(b for b in range(32) if b not in (9, 10, 11, 12, 13, 27))
+
+
+def _looks_binary(data: bytes) -> bool:
+    """More than 1 % control bytes in the first 64 KiB: random or compressed bytes have ~19 %,
+    text in a legacy code page none (these bytes are not printable in any of them)."""
+    head = data[:65536]
+    controls = len(head) - len(head.translate(None, _CONTROL_BYTES))
+    return controls * 100 > len(head)
+
+
+def _parse_html(data: bytes, limits: ParseLimits) -> tuple[str, str | None]:
     try:
         markup = _decode(data)
     except DocumentParseError:
+        if b"\x00" in data or _looks_binary(data):
+            raise DocumentParseError(
+                "the file is not HTML: its content is binary (it is not text in any encoding); "
+                "upload HTML as text, or a binary document as .pdf or .docx"
+            ) from None
         # Legacy pages declare their charset in <meta>; UnicodeDammit honours it and
         # otherwise falls back to windows-1252, as browsers do.
         markup = UnicodeDammit(data, is_html=True).unicode_markup
@@ -304,7 +366,9 @@ def _parse_html(data: bytes) -> tuple[str, str | None]:
         if not _clean_title(title):
             heading = soup.find(["h1", "h2", "h3", "h4", "h5", "h6"])
             title = heading.get_text(" ") if heading else None
-        return _html_text(soup), title
+        return _html_text(soup, limits.max_elements), title
+    except DocumentParseError:
+        raise
     except Exception as e:  # the parser is lenient; this is for pathological input
         raise DocumentParseError(f"the HTML could not be parsed: {_detail(e)}") from e
 
@@ -316,11 +380,16 @@ def _json_scalar(value: Any) -> str:
     return value.strip() if isinstance(value, str) else json.dumps(value)
 
 
-def _json_lines(path: str, value: Any) -> Iterator[str]:
-    """Depth-first ``path: value`` lines; iterative, so deep nesting cannot overflow the stack."""
+def _json_lines(path: str, value: Any, budget: list[int]) -> Iterator[str]:
+    """Depth-first ``path: value`` lines; iterative, so deep nesting cannot overflow the stack.
+
+    ``budget`` is ``[values left, limit]`` across the document (ingestion.max_elements)."""
     stack: list[tuple[str, Any]] = [(path, value)]
     while stack:
         key, item = stack.pop()
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise _over("JSON values", budget[1], "max_elements")
         if isinstance(item, dict):
             stack.extend(reversed([(f"{key}.{k}" if key else str(k), v) for k, v in item.items()]))
         elif isinstance(item, list):
@@ -331,7 +400,7 @@ def _json_lines(path: str, value: Any) -> Iterator[str]:
             yield _json_scalar(item)
 
 
-def _parse_json(data: bytes) -> tuple[str, str | None]:
+def _parse_json(data: bytes, limits: ParseLimits) -> tuple[str, str | None]:
     text = _decode(data)
     try:
         value = json.loads(text)
@@ -351,8 +420,9 @@ def _parse_json(data: bytes) -> tuple[str, str | None]:
     # Each top-level record or object becomes its own paragraph so the chunker keeps it whole.
     paragraphs: list[str] = []
     scalars: list[str] = []
+    budget = [limits.max_elements, limits.max_elements]
     for key, item in entries:
-        lines = list(_json_lines(key, item))
+        lines = list(_json_lines(key, item, budget))
         if isinstance(item, dict | list):
             if scalars:
                 paragraphs.append("\n".join(scalars))
@@ -370,14 +440,16 @@ def _parse_json(data: bytes) -> tuple[str, str | None]:
 # --- csv / tsv ----------------------------------------------------------------------------
 
 
-def _parse_table(data: bytes, delimiter: str) -> tuple[str, str | None]:
+def _parse_table(data: bytes, delimiter: str, limits: ParseLimits) -> tuple[str, str | None]:
     """One paragraph of ``column: value`` lines per row, so every value keeps its meaning."""
-    text = _decode(data).replace("\x00", "")
+    text = _decode(data)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     header: list[str] | None = None
     rows: list[str] = []
     try:
         for row in reader:
+            if reader.line_num > limits.max_elements:
+                raise _over("rows", limits.max_elements, "max_elements")
             if not any(cell.strip() for cell in row):
                 continue
             if header is None:
@@ -393,12 +465,12 @@ def _parse_table(data: bytes, delimiter: str) -> tuple[str, str | None]:
     return "\n\n".join(rows), None
 
 
-def _parse_csv(data: bytes) -> tuple[str, str | None]:
-    return _parse_table(data, ",")
+def _parse_csv(data: bytes, limits: ParseLimits) -> tuple[str, str | None]:
+    return _parse_table(data, ",", limits)
 
 
-def _parse_tsv(data: bytes) -> tuple[str, str | None]:
-    return _parse_table(data, "\t")
+def _parse_tsv(data: bytes, limits: ParseLimits) -> tuple[str, str | None]:
+    return _parse_table(data, "\t", limits)
 
 
 # --- pdf ----------------------------------------------------------------------------------
@@ -415,7 +487,7 @@ def _pdf_dependency(e: DependencyError) -> DocumentParseError:
     return DocumentParseError(f"the PDF uses a feature this server cannot read: {_detail(e)}")
 
 
-def _parse_pdf(data: bytes) -> tuple[str, str | None]:
+def _parse_pdf(data: bytes, limits: ParseLimits) -> tuple[str, str | None]:
     try:
         reader = PdfReader(io.BytesIO(data))
         # Owner-only protection (printing, copying...) opens with the empty user password.
@@ -423,6 +495,8 @@ def _parse_pdf(data: bytes) -> tuple[str, str | None]:
             raise DocumentParseError(
                 "the PDF is password-protected; remove the password and upload it again"
             )
+        if len(reader.pages) > limits.max_pages:
+            raise _over("pages", limits.max_pages, "max_pages")
         pages = list(reader.pages)
     except DocumentParseError:
         raise
@@ -459,7 +533,7 @@ def _parse_pdf(data: bytes) -> tuple[str, str | None]:
 # --- docx ---------------------------------------------------------------------------------
 
 
-def _docx_blocks(container: Any, title: list[str]) -> Iterator[str]:
+def _docx_blocks(container: Any, title: list[str], style_names: dict[str, str]) -> Iterator[str]:
     """Paragraphs and table rows in document order (headers, footers and text boxes are skipped)."""
     for item in container.iter_inner_content():
         if isinstance(item, Paragraph):
@@ -467,7 +541,10 @@ def _docx_blocks(container: Any, title: list[str]) -> Iterator[str]:
             if not text:
                 continue
             if not title:
-                style = (item.style.name if item.style is not None else None) or ""
+                # The style id from the XML, named by a map made once: Paragraph.style resolves
+                # the default style by scanning every style, 2 ms a paragraph (minutes for a
+                # long document with no heading).
+                style = style_names.get(item._p.style or "", "")
                 if style == "Title" or style.startswith("Heading"):
                     title.append(text)
             yield text
@@ -479,13 +556,69 @@ def _docx_blocks(container: Any, title: list[str]) -> Iterator[str]:
                 if id(cell._tc) in seen:
                     continue
                 seen.add(id(cell._tc))
-                if cell_text := "\n".join(_docx_blocks(cell, title)).strip():
+                if cell_text := "\n".join(_docx_blocks(cell, title, style_names)).strip():
                     cells.append(cell_text)
             if cells:
                 yield " | ".join(cells)
 
 
-def _parse_docx(data: bytes) -> tuple[str, str | None]:
+class _ElementCounter:
+    """An lxml parser target that counts start tags and builds nothing."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+
+    def start(self, tag: str, attrib: Any) -> None:
+        self.count += 1
+        if self.count > self.limit:
+            raise _over("XML elements", self.limit, "max_elements")
+
+    def close(self) -> int:
+        return self.count
+
+
+def _check_docx_zip(data: bytes, limits: ParseLimits) -> None:
+    """Refuse a zip bomb before python-docx inflates every part into memory: the sizes the
+    central directory declares, then the bytes actually inflated, streamed and counted (a
+    header can lie), with the main document's elements counted on the way (no tree built)."""
+    cap = limits.max_decompressed_bytes
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, ValueError, OSError) as e:
+        raise DocumentParseError(
+            "the file is not a valid .docx document (it may be corrupted, or a legacy .doc, "
+            f"which is not supported): {_detail(e)}"
+        ) from e
+    with archive:
+        members = archive.infolist()
+        if sum(m.file_size for m in members) > cap:
+            raise _over("decompressed size", cap, "max_decompressed_bytes")
+        inflated = 0
+        for member in members:
+            counter = None
+            if member.filename == "word/document.xml":
+                counter = etree.XMLParser(target=_ElementCounter(limits.max_elements), resolve_entities=False)
+            try:
+                with archive.open(member) as stream:
+                    while block := stream.read(1 << 20):
+                        inflated += len(block)
+                        if inflated > cap:
+                            raise _over("decompressed size", cap, "max_decompressed_bytes")
+                        if counter is not None:
+                            counter.feed(block)
+                if counter is not None:
+                    counter.close()
+            except ParseLimitExceeded:
+                raise
+            except Exception as e:  # bad CRC, unsupported compression, broken XML
+                raise DocumentParseError(
+                    f"the .docx document could not be read (it may be corrupted): {member.filename}: {_detail(e)}"
+                ) from e
+
+
+def _parse_docx(data: bytes, limits: ParseLimits) -> tuple[str, str | None]:
+    _check_docx_zip(data, limits)
     try:
         document = docx.Document(io.BytesIO(data))
     except Exception as e:
@@ -495,7 +628,8 @@ def _parse_docx(data: bytes) -> tuple[str, str | None]:
         ) from e
     heading: list[str] = []
     try:
-        text = "\n\n".join(_docx_blocks(document, heading))
+        style_names = {s.style_id: s.name or "" for s in document.styles if s.style_id}
+        text = "\n\n".join(_docx_blocks(document, heading, style_names))
     except Exception as e:
         raise DocumentParseError(
             f"the .docx document could not be read (it may be corrupted): {_detail(e)}"
@@ -507,7 +641,7 @@ def _parse_docx(data: bytes) -> tuple[str, str | None]:
     return text, heading[0] if heading else metadata_title
 
 
-_PARSERS: dict[str, Callable[[bytes], tuple[str, str | None]]] = {
+_PARSERS: dict[str, Callable[[bytes, ParseLimits], tuple[str, str | None]]] = {
     "txt": _parse_txt,
     "md": _parse_md,
     "html": _parse_html,
@@ -521,16 +655,18 @@ _PARSERS: dict[str, Callable[[bytes], tuple[str, str | None]]] = {
 
 
 def parse_document(
-    data: bytes, filename: str | None = None, content_type: str | None = None
+    data: bytes, filename: str | None = None, content_type: str | None = None, limits: ParseLimits = DEFAULT_LIMITS
 ) -> ParsedDocument:
     """Detect the type, extract normalised text and a title (heading, metadata or file name).
 
-    Raises :class:`UnsupportedDocumentType` or :class:`DocumentParseError`.
+    Raises :class:`UnsupportedDocumentType` or :class:`DocumentParseError` (:class:`ParseLimitExceeded`
+    beyond ``limits``). Time and memory are bounded by the caller: the server parses in a worker
+    process (:mod:`ragkeep.ingest.isolation`).
     """
     document_type = detect_type(filename, content_type)
     if not data:
         raise DocumentParseError("document contains no text (the file is empty)")
-    raw, title = _PARSERS[document_type](data)
+    raw, title = _PARSERS[document_type](data, limits)
     text = _normalise(raw)
     if not text:
         raise DocumentParseError("document contains no text")

@@ -31,9 +31,11 @@ from psycopg_pool import AsyncConnectionPool
 from ragkeep.auth import limits
 from ragkeep.config import IngestionConfig
 from ragkeep.embeddings import EmbeddingProvider
-from ragkeep.ingest import store
+from ragkeep.ingest import liveness, store
 from ragkeep.ingest.chunking import TokenChunker
-from ragkeep.ingest.parsers import DocumentParseError, parse_document
+from ragkeep.ingest.liveness import IngestLease
+from ragkeep.ingest.isolation import ParserPool
+from ragkeep.ingest.parsers import DocumentParseError, ParseLimits, UnsupportedDocumentType
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,8 @@ class Upload:
     title: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     collection_ids: tuple[uuid.UUID, ...] = ()
+    #: This try at ingesting the document: writes of an attempt that was swept touch nothing.
+    attempt: uuid.UUID = field(default_factory=uuid.uuid4)
 
     @property
     def size_in_bytes(self) -> int:
@@ -113,6 +117,46 @@ class Ingestor:
         self._background: set[asyncio.Task[None]] = set()
         #: Cumulative wall seconds per step (parse, chunk, embed, store) across all documents.
         self.step_seconds: dict[str, float] = defaultdict(float)
+        #: This replica's liveness (see liveness.py); None until :meth:`start` (rows then carry no
+        #: lease and are swept only after 15 minutes without progress).
+        self.lease: IngestLease | None = None
+        self._in_flight: set[uuid.UUID] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self.parsers = ParserPool(
+            config.parse_workers,
+            config.parse_timeout_seconds,
+            config.parse_memory_mb,
+            ParseLimits(
+                max_decompressed_bytes=config.max_decompressed_bytes,
+                max_elements=config.max_elements,
+                max_pages=config.max_pages,
+            ),
+        )
+
+    async def start(self, url: str) -> None:
+        """Take this replica's lease and sweep, now and every ``sweep_seconds``, the documents
+        in flight whose replica is gone."""
+        self.lease = IngestLease(url)
+        await self.lease.acquire()
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="ingestion sweeper")
+
+    async def sweep(self) -> int:
+        """Check this replica's lease, then fail the documents of dead replicas."""
+        if self.lease is not None:
+            await self.lease.ensure(self._in_flight)
+        async with self.pool.connection() as conn:
+            swept = await liveness.sweep(conn)
+        if swept:
+            log.warning("marked %d interrupted ingestions (their server process is gone) as failed", swept)
+        return swept
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception as e:  # the database may be restarting; the next round retries
+                log.warning("the ingestion sweep failed (%s); retrying in %.0f s", e, self.config.sweep_seconds)
+            await asyncio.sleep(self.config.sweep_seconds)
 
     @contextmanager
     def _step(self, name: str) -> Iterator[None]:
@@ -154,6 +198,8 @@ class Ingestor:
                 content_hash=upload.content_hash,
                 # Ready-made chunks: max_chunks is checked at the claim, before any work.
                 chunk_count=len(upload.source.chunks) if isinstance(upload.source, ChunksSource) else None,
+                lease=self.lease.key if self.lease is not None else None,
+                attempt=upload.attempt,
             )
 
     async def process(self, upload: Upload, progress: bool = False) -> int:
@@ -164,8 +210,11 @@ class Ingestor:
         skips those three writes (a transaction each: CPU the model needs on a small machine, for
         a status nobody polls) and goes from ``pending`` to its outcome.
         """
+        self._in_flight.add(upload.attempt)
         try:
             return await self._process(upload, progress)
+        except store.ClaimLost as e:  # swept meanwhile: the failure is recorded already
+            raise IngestionError(f"{liveness.INTERRUPTED} ({e})") from None
         except asyncio.CancelledError:
             await self._fail(upload, "ingestion was cancelled (the server stopped); upload the document again")
             raise
@@ -179,6 +228,8 @@ class Ingestor:
             log.exception("ingestion of document %s failed", upload.document_id)
             await self._fail(upload, f"{type(e).__name__}: {e}")
             raise IngestionError(f"ingestion failed: {e}") from e
+        finally:
+            self._in_flight.discard(upload.attempt)
 
     def process_in_background(self, upload: Upload) -> None:
         task = asyncio.create_task(self._process_quietly(upload), name=f"ingest {upload.document_id}")
@@ -194,15 +245,23 @@ class Ingestor:
             log.warning("background ingestion of document %s stopped: database unavailable (%s)", upload.document_id, e)
 
     async def drain(self) -> None:
-        """Cancel background work at shutdown (each task records its failure)."""
+        """Cancel background work at shutdown (each task records its failure), then let the lease go."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
         for task in list(self._background):
             task.cancel()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        if self.lease is not None:
+            await self.lease.close()
+        await self.parsers.close()
 
     async def _status(self, upload: Upload, status: str, **kw: Any) -> None:
         async with self.pool.connection() as conn:
-            await store.set_status(conn, upload.owner_id, upload.document_id, status, **kw)
+            current = await store.set_status(conn, upload.owner_id, upload.document_id, status, attempt=upload.attempt, **kw)
+        if not current and status != "failed":
+            raise store.ClaimLost(f"document {upload.document_id} is no longer being ingested by this attempt")
 
     async def _fail(self, upload: Upload, error: str) -> None:
         try:
@@ -231,6 +290,7 @@ class Ingestor:
                     texts=texts,
                     metadatas=metadatas,
                     embeddings=vectors,
+                    attempt=upload.attempt,
                 )
         return len(texts)
 
@@ -248,8 +308,8 @@ class Ingestor:
         if isinstance(src, FileSource):
             try:
                 with self._step("parse"):
-                    parsed = await asyncio.to_thread(parse_document, src.data, src.filename, src.content_type)
-            except DocumentParseError as e:
+                    parsed = await self.parsers.parse(src.data, src.filename, src.content_type)
+            except (DocumentParseError, UnsupportedDocumentType) as e:
                 raise IngestionError(str(e)) from e
             text = parsed.text
             if parsed.title and not upload.title:

@@ -15,6 +15,7 @@ from psycopg.types.json import Jsonb
 from ragkeep.auth import limits
 from ragkeep.config import LimitsConfig
 from ragkeep.db.paging import fetch_page
+from ragkeep.ingest import liveness
 
 DOCUMENT_COLUMNS = (
     "d.id, d.owner_id, d.collection_ids, d.document_type, d.title, d.metadata, d.size_in_bytes, "
@@ -31,9 +32,21 @@ class DocumentBusy(Exception):
 
 
 class DuplicateDocument(Exception):
-    def __init__(self, existing_id: uuid.UUID, reason: str) -> None:
+    def __init__(self, existing_id: uuid.UUID, reason: str, *, foreign: bool = False) -> None:
         super().__init__(reason)
         self.existing_id = existing_id
+        #: The id is another owner's: the message says nothing about that document.
+        self.foreign = foreign
+
+
+class ClaimLost(Exception):
+    """This attempt's document was failed by a sweeper (its replica's lease was lost) or replaced."""
+
+
+#: What a refused id taken by another owner is told: not that it exists, nor whose it is.
+FOREIGN_ID = (
+    "id {id} cannot be used for a new document; choose another id, or leave 'id' out to have one made"
+)
 
 
 async def insert_pending(
@@ -49,8 +62,14 @@ async def insert_pending(
     content_hash: str,
     chunk_count: int | None = None,
     limits_config: LimitsConfig | None = None,
+    lease: int | None = None,
+    attempt: uuid.UUID | None = None,
 ) -> None:
     """Claim the id and the content for this owner, or raise DuplicateDocument naming the holder.
+
+    The row records the claiming replica's ``lease`` and this ``attempt``. A document of this
+    owner that is still in flight but whose replica is gone (:data:`liveness.DEAD`) blocks
+    neither its id nor its content: it is failed here, and replaced like any failed attempt.
 
     With limits (``limits_config``, else those the API applies, :func:`limits.applying`), the
     owner is locked and the claim is refused (LimitExceeded) when it would pass ``max_documents``,
@@ -60,12 +79,21 @@ async def insert_pending(
     async with conn.transaction():
         # Serialise claims of one id, which must be unique across owners too (routes take ids alone).
         await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (str(document_id),))
+        # The caller's documents in flight with this id or content whose replica is gone fail now.
+        await conn.execute(
+            f"""UPDATE documents d SET ingestion_status = 'failed', updated_at = now(), error = %(error)s
+                WHERE d.owner_id = %(owner)s AND (d.id = %(id)s OR d.content_hash = %(hash)s)
+                  AND d.ingestion_status NOT IN ('success', 'failed') AND ({liveness.DEAD})""",
+            {"error": liveness.INTERRUPTED, "owner": owner_id, "id": document_id, "hash": content_hash},
+        )
         cur = await conn.execute(
             "SELECT owner_id, ingestion_status FROM documents WHERE id = %s", (document_id,)
         )
         row = await cur.fetchone()
         if row is not None:
-            if row[0] != owner_id or row[1] != "failed":
+            if row[0] != owner_id:
+                raise DuplicateDocument(document_id, FOREIGN_ID.format(id=document_id), foreign=True)
+            if row[1] != "failed":
                 raise DuplicateDocument(document_id, f"a document with id {document_id} already exists")
             # A failed attempt with this id is replaced by the new one.
             await conn.execute("DELETE FROM documents WHERE owner_id = %s AND id = %s", (owner_id, document_id))
@@ -85,10 +113,10 @@ async def insert_pending(
             async with conn.transaction():
                 await conn.execute(
                     """INSERT INTO documents (owner_id, id, collection_ids, document_type, title, metadata,
-                                              size_in_bytes, content_hash)
-                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
+                                              size_in_bytes, content_hash, ingest_lease, ingest_attempt)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
                     (owner_id, document_id, list(collection_ids), document_type, title, Jsonb(metadata),
-                     size_in_bytes, content_hash),
+                     size_in_bytes, content_hash, lease, attempt),
                 )
         except psycopg.errors.UniqueViolation:
             cur = await conn.execute(
@@ -109,13 +137,18 @@ async def set_status(
     *,
     document_type: str | None = None,
     title: str | None = None,
-) -> None:
-    await conn.execute(
+    attempt: uuid.UUID | None = None,
+) -> bool:
+    """Record a step or the failure of the document still in flight (of this ``attempt``, when
+    given); False when it is not in flight any more (swept, replaced or deleted)."""
+    cur = await conn.execute(
         """UPDATE documents SET ingestion_status = %s, error = %s, updated_at = now(),
                   document_type = coalesce(%s, document_type), title = coalesce(%s, title)
-           WHERE owner_id = %s AND id = %s""",
-        (status, error, document_type, title, owner_id, document_id),
+           WHERE owner_id = %s AND id = %s AND ingestion_status NOT IN ('success', 'failed')
+             AND (%s::uuid IS NULL OR ingest_attempt = %s::uuid)""",
+        (status, error, document_type, title, owner_id, document_id, attempt, attempt),
     )
+    return cur.rowcount > 0
 
 
 async def store_chunks(
@@ -128,6 +161,7 @@ async def store_chunks(
     metadatas: Sequence[dict[str, Any]],
     embeddings: np.ndarray,
     limits_config: LimitsConfig | None = None,
+    attempt: uuid.UUID | None = None,
 ) -> None:
     """All chunks and the success status in one transaction: a document is searchable whole or not at all.
 
@@ -136,6 +170,15 @@ async def store_chunks(
     collections = list(collection_ids)
     config = limits_config or limits.active()
     async with conn.transaction():
+        # The row stays this attempt's until commit (a sweeper's UPDATE waits, then sees success).
+        cur = await conn.execute(
+            """SELECT 1 FROM documents WHERE owner_id = %s AND id = %s
+                 AND ingestion_status NOT IN ('success', 'failed')
+                 AND (%s::uuid IS NULL OR ingest_attempt = %s::uuid) FOR UPDATE""",
+            (owner_id, document_id, attempt, attempt),
+        )
+        if await cur.fetchone() is None:
+            raise ClaimLost(f"document {document_id} is no longer being ingested by this attempt")
         if config is not None:
             limits.check_chunks(config, await limits.lock_owner(conn, owner_id), len(texts))
         async with conn.cursor() as cur:
@@ -213,16 +256,11 @@ async def delete_document(conn: psycopg.AsyncConnection, owner_id: uuid.UUID, do
     return cur.rowcount > 0
 
 
-async def fail_interrupted(conn: psycopg.AsyncConnection, older_than_minutes: int = 15) -> int:
-    """Documents left mid-ingestion by a process that died are failed, so they can be uploaded again."""
-    cur = await conn.execute(
-        """UPDATE documents SET ingestion_status = 'failed', updated_at = now(),
-                  error = 'ingestion was interrupted (the server stopped); upload the document again'
-           WHERE ingestion_status NOT IN ('success', 'failed')
-             AND updated_at < now() - make_interval(mins => %s)""",
-        (older_than_minutes,),
-    )
-    return cur.rowcount
+async def fail_interrupted(conn: psycopg.AsyncConnection) -> int:
+    """Documents left mid-ingestion by a process that died are failed, so they can be uploaded
+    again: those of a replica whose lease is gone at once, rows from before leases after 15
+    minutes without progress (:func:`liveness.sweep`, which every replica also runs periodically)."""
+    return await liveness.sweep(conn)
 
 
 # -- changing documents -------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from ragkeep.api.deps import Limit, Offset, PrincipalDep, ServicesDep, require_owner
 from ragkeep.api.errors import ApiError
+from ragkeep.api.forms import StrictFormRoute, check_form
 from ragkeep.api.routes.retrieval import search_chunks, search_kind
 from ragkeep.api.schemas import (
     CollectionOut,
@@ -43,7 +44,14 @@ from ragkeep.search.filters import CompiledFilter, FilterError, compile_filters
 from ragkeep.search.scope import Scope
 from ragkeep.text import json_problem, text_problem
 
-router = APIRouter(prefix="/v3/documents", tags=["documents"])
+# Forms read strictly: a field that is not UTF-8 is a 422, not latin-1 mojibake (api/forms.py).
+router = APIRouter(prefix="/v3/documents", tags=["documents"], route_class=StrictFormRoute)
+
+#: The upload's form fields; each may be given once.
+_UPLOAD_FIELDS = (
+    "file", "raw_text", "chunks", "id", "metadata", "collection_ids",
+    "ingestion_mode", "ingestion_config", "run_with_orchestration",
+)  # fmt: skip
 
 MAX_CHUNKS_PER_DOCUMENT = 100_000
 #: Document search reads ranked chunks in growing windows up to this many.
@@ -113,6 +121,7 @@ async def _check_collections(services: ServicesDep, principal: Principal, ids: l
 
 @router.post("", response_model=Results[IngestionOut], status_code=201)
 async def create_document(
+    request: Request,
     principal: PrincipalDep,
     services: ServicesDep,
     file: Annotated[UploadFile | None, File()] = None,
@@ -125,6 +134,7 @@ async def create_document(
     ingestion_config: Annotated[str | None, Form()] = None,
     run_with_orchestration: Annotated[str | None, Form()] = None,
 ) -> Any:
+    await check_form(request, _UPLOAD_FIELDS)
     given = [name for name, v in (("file", file), ("raw_text", raw_text), ("chunks", chunks)) if v is not None]
     if len(given) != 1:
         raise ApiError(422, f"exactly one of 'file', 'raw_text' or 'chunks' must be given (got {len(given)})")
@@ -193,6 +203,8 @@ async def create_document(
         try:
             await ingestor.claim(upload)
         except store.DuplicateDocument as e:
+            if e.foreign:  # say nothing of another owner's document (docs/ingestion.md, "Document ids")
+                raise ApiError(409, str(e)) from None
             raise ApiError(409, str(e), document_id=str(e.existing_id)) from None
 
         if upload.size_in_bytes > cfg.background_threshold_bytes and isinstance(source, FileSource):

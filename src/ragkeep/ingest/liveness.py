@@ -1,0 +1,113 @@
+"""Which replica is alive to finish a document: a session-level advisory lock per replica.
+
+Each server process holds one lock ``(LEASE_CLASS, key)`` on a connection of its own for as long
+as it runs, and stamps the key on every document it claims (``documents.ingest_lease``). When
+the process dies (``kill -9``, a lost machine), PostgreSQL ends its session and the lock goes with
+it; any replica can then take the lock with ``pg_try_advisory_xact_lock`` and so knows, without
+clocks or heartbeats, that the documents stamped with that key will never be finished. A live
+replica's lock cannot be taken, so its documents are never swept however long they take.
+
+The two-integer lock form is a key space of its own: it never meets the one-bigint locks of
+maintenance and of the document-id claim.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import uuid
+from collections.abc import Iterable
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+#: The first half of every lease lock ("rgki").
+LEASE_CLASS = 0x72676B69
+
+
+class IngestLease:
+    """This replica's lease: its key and the connection holding its lock."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.key: int | None = None
+        self._conn: psycopg.AsyncConnection | None = None
+
+    async def acquire(self) -> int:
+        """Hold a fresh key; documents a dead earlier holder of the same key left are failed."""
+        conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, application_name="ragkeep lease")
+        try:
+            while True:
+                key = secrets.randbelow(2**31 - 1) + 1
+                cur = await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LEASE_CLASS, key))
+                row = await cur.fetchone()
+                if row and row[0]:
+                    break
+            # Nothing of ours carries the key yet: any row that does is a dead replica's.
+            await conn.execute(
+                """UPDATE documents SET ingestion_status = 'failed', updated_at = now(), error = %s
+                    WHERE ingest_lease = %s AND ingestion_status NOT IN ('success', 'failed')""",
+                (INTERRUPTED, key),
+            )
+        except BaseException:
+            await conn.close()
+            raise
+        old, self._conn, self.key = self._conn, conn, key
+        if old is not None:
+            await old.close()
+        return key
+
+    async def ensure(self, in_flight: Iterable[uuid.UUID] = ()) -> int:
+        """The key, after checking the lock's session is alive; a lost one is replaced and the
+        attempts still running here (``in_flight``) are moved to the new key (those already swept
+        meanwhile stay failed: the attempt's own writes then stop)."""
+        if self._conn is not None and self.key is not None and not self._conn.closed:
+            try:
+                await self._conn.execute("SELECT 1")
+                return self.key
+            except psycopg.Error as e:
+                log.warning("the ingestion lease's database session was lost (%s); taking a new one", e)
+        key = await self.acquire()
+        attempts = list(in_flight)
+        if attempts:
+            assert self._conn is not None
+            await self._conn.execute(
+                """UPDATE documents SET ingest_lease = %s
+                   WHERE ingest_attempt = ANY(%s::uuid[]) AND ingestion_status NOT IN ('success', 'failed')""",
+                (key, attempts),
+            )
+        return key
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()  # ends the session: the lock goes with it
+        self._conn, self.key = None, None
+
+
+INTERRUPTED = "ingestion was interrupted (the server processing it stopped); upload the document again"
+
+#: A document in flight (alias ``d``) that nobody will finish: its replica's lease lock is free
+#: (taken here until the transaction ends), or, for rows claimed before leases existed, no
+#: progress for 15 minutes.
+DEAD = f"""(d.ingest_lease IS NOT NULL AND pg_try_advisory_xact_lock({LEASE_CLASS}, d.ingest_lease))
+    OR (d.ingest_lease IS NULL AND d.updated_at < now() - interval '15 minutes')"""
+
+
+async def sweep(conn: psycopg.AsyncConnection) -> int:
+    """Fail every document in flight whose replica is gone; returns how many."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            f"""WITH leases AS (
+                    SELECT DISTINCT ingest_lease FROM documents
+                    WHERE ingestion_status NOT IN ('success', 'failed') AND ingest_lease IS NOT NULL),
+                dead AS (
+                    SELECT ingest_lease FROM leases d
+                    WHERE pg_try_advisory_xact_lock({LEASE_CLASS}, d.ingest_lease))
+                UPDATE documents d SET ingestion_status = 'failed', updated_at = now(), error = %(error)s
+                WHERE d.ingestion_status NOT IN ('success', 'failed')
+                  AND (d.ingest_lease IN (SELECT ingest_lease FROM dead)
+                       OR (d.ingest_lease IS NULL AND d.updated_at < now() - interval '15 minutes'))""",
+            {"error": INTERRUPTED},
+        )
+        return cur.rowcount
