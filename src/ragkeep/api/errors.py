@@ -63,7 +63,40 @@ def install(app: FastAPI) -> None:
         message = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
         return _body(422, message or "invalid request", "ValidationError", errors=errors[:50])
 
+    _document_error_shape(app)
     app.add_middleware(UnexpectedErrors)  # first added: innermost, so the activity metrics see the 500
+
+
+#: What every error response holds (``_body``), as JSON Schema.
+ERROR_SCHEMA = {
+    "title": "Error",
+    "type": "object",
+    "required": ["detail"],
+    "properties": {
+        "detail": {
+            "type": "object",
+            "required": ["message", "error_type"],
+            "properties": {"message": {"type": "string"}, "error_type": {"type": "string"}},
+        }
+    },
+}
+
+
+def _document_error_shape(app: FastAPI) -> None:
+    """The schema FastAPI documents for its 422s (``HTTPValidationError``: ``detail`` a list) is
+    not what ``_validation`` sends; clients and schema checkers (schemathesis) read the real one."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            spec = generate()
+            schemas = spec.get("components", {}).get("schemas", {})
+            if "HTTPValidationError" in schemas:
+                schemas["HTTPValidationError"] = ERROR_SCHEMA
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 class UnexpectedErrors:
