@@ -81,6 +81,10 @@ def parse_json(raw: str | bytes) -> Any:
         raise
     except ValueError:  # Python refuses integers of more than 4,300 digits
         raise JsonError("not usable JSON (a number has too many digits)") from None
-    if problem := json_problem(value):
+    if isinstance(value, dict):  # name the top-level field, as a 422 of the model would
+        for k, v in value.items():
+            if problem := text_problem(k) or json_problem(v, 1):
+                raise JsonError(f"{k[:100]!s}: {problem}" if not text_problem(k) else problem)
+    elif problem := json_problem(value):
         raise JsonError(problem)
     return value
