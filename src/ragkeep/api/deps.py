@@ -24,8 +24,12 @@ async def get_services(request: Request) -> Services:  # async: no thread hop pe
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
-#: Pagination query parameters, the same on every list route (R2R's bounds).
-Offset = Annotated[int, Query(ge=0, description="Rows to skip.")]
+#: PostgreSQL's bigint, the widest integer a statement takes (OFFSET, ids): a larger value must be a
+#: 422 here, not an "out of range" 500 from the database.
+BIGINT_MAX = 2**63 - 1
+
+#: Pagination query parameters, the same on every list route (R2R's bounds, and bigint's).
+Offset = Annotated[int, Query(ge=0, le=BIGINT_MAX, description="Rows to skip.")]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Rows to return, 1-1000.")]
 
 _UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}

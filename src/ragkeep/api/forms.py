@@ -2,20 +2,19 @@
 
 Starlette decodes a form field with the request's charset (UTF-8) and silently falls back to
 latin-1 when the bytes are not valid in it, so ``b"caf\\xe9"`` arrives as ``"café"`` and is stored
-as if the client had meant it; the decoded value cannot tell the two apart afterwards. Routes
-whose router uses :class:`StrictFormRoute` get the same form, plus the list of fields whose
-bytes were invalid, which :func:`check_form` turns into a 422 naming the field and byte offset.
-Fields given more than once (FastAPI keeps one and ignores the rest) are refused there too.
+as if the client had meant it; the decoded value cannot tell the two apart afterwards. Requests
+that read their forms through :class:`StrictFormRequest` (every API route does, by way of
+``api/guard.py``) get the same form plus the fields whose bytes were invalid, which become a 422
+naming the field and byte offset. :func:`check_form` also refuses fields given more than once
+(FastAPI keeps one and ignores the rest).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Iterable
 from contextlib import aclosing
-from typing import Any
 
-from fastapi import Request, Response
-from fastapi.routing import APIRoute
+from fastapi import Request
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -72,23 +71,16 @@ class StrictFormRequest(Request):
         return await super()._get_form(max_files=max_files, max_fields=max_fields, max_part_size=max_part_size)
 
 
-class StrictFormRoute(APIRoute):
-    """The router's requests read their forms with :class:`StrictFormRequest`."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def strict(request: Request) -> Response:
-            return await handler(StrictFormRequest(request.scope, request.receive))
-
-        return strict
+def form_problem(request: Request) -> str | None:
+    """The first multipart text field whose bytes were not valid in the form's charset, if any."""
+    problems: list[str] = request.scope.get(_PROBLEMS) or []
+    return problems[0] if problems else None
 
 
 async def check_form(request: Request, fields: Iterable[str]) -> None:
     """422 for a field whose bytes were not valid text, or one of ``fields`` given more than once."""
-    problems: list[str] = request.scope.get(_PROBLEMS) or []
-    if problems:
-        raise ApiError(422, problems[0])
+    if problem := form_problem(request):
+        raise ApiError(422, problem)
     content_type, _ = parse_options_header(request.headers.get("Content-Type"))
     if content_type not in (b"multipart/form-data", b"application/x-www-form-urlencoded"):
         return

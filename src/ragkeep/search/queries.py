@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import re
 from typing import Any
 
 from psycopg import sql
@@ -45,6 +46,16 @@ class Kind(enum.Enum):
 COLUMNS = sql.SQL("c.id, c.document_id, c.owner_id, c.collection_ids, c.text, c.metadata")
 DISTANCE = sql.SQL("c.embedding <=> %(q)s::vector")
 TSQUERY = sql.SQL("websearch_to_tsquery('english', %(text)s)")
+#: A run of negations: ``-`` not inside a word, then more ``-`` with only separators between
+#: (``--x``, ``- - x``, ``-(-(-x``). Quotes end a run: a phrase keeps its own text.
+_NEGATIONS = re.compile(r'(?<![\w-])-(?:[^\w"]*-)+')
+
+
+def websearch_text(text: str) -> str:
+    """``text`` as :data:`TSQUERY` may take it: PostgreSQL nests one NOT per ``-`` and fails with
+    "tsquery stack too small" past ~32 in a row, so each run of negations becomes one ``-`` or
+    none (the same parity, hence the same meaning)."""
+    return _NEGATIONS.sub(lambda m: " -" if m.group().count("-") % 2 else " ", text)
 SCOPE_COUNT = sql.SQL(
     ", (SELECT coalesce(max(chunk_count), 0) FROM owner_stats WHERE owner_id = %(count_owner)s) AS scope_count"
 )

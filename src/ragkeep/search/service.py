@@ -13,7 +13,7 @@ from psycopg.rows import dict_row
 from ragkeep.config import SearchConfig
 from ragkeep.search.filters import CompiledFilter
 from ragkeep.search.planner import Plan, pinned_owner, plan_search, remember_count
-from ragkeep.search.queries import Kind, Strategy, build_search_sql
+from ragkeep.search.queries import Kind, Strategy, build_search_sql, websearch_text
 from ragkeep.search.scope import Scope
 
 
@@ -143,7 +143,7 @@ async def run_search(
         params["q"] = query_vector
     if kind is not Kind.SEMANTIC:
         assert query_text is not None
-        params["text"] = query_text
+        params["text"] = websearch_text(query_text)
     wanted = limit + offset
     if kind is Kind.HYBRID:
         h = hybrid or HybridParams()

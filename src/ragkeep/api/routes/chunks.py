@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from ragkeep.api.deps import Limit, Offset, PrincipalDep, ServicesDep, require_owner
 from ragkeep.api.errors import ApiError
+from ragkeep.api.guard import GuardedRoute
 from ragkeep.api.routes.documents import chunk_out, query_filters
 from ragkeep.api.routes.retrieval import search_chunks
 from ragkeep.api.schemas import ChunkOut, ChunkSearchResult, GenericBoolean, PaginatedResults, Results, SearchRequest
@@ -24,7 +25,7 @@ from ragkeep.search import chunks as chunk_listing
 from ragkeep.search.scope import Scope
 from ragkeep.text import json_problem, text_problem
 
-router = APIRouter(prefix="/v3/chunks", tags=["chunks"])
+router = APIRouter(prefix="/v3/chunks", tags=["chunks"], route_class=GuardedRoute)
 
 MAX_CHUNK_CHARS = 1_000_000
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ragkeep.api.deps import Limit, Offset, PrincipalDep, ServicesDep
 from ragkeep.api.errors import ApiError
+from ragkeep.api.guard import GuardedRoute
 from ragkeep.api.routes.users import visible_user_out
 from ragkeep.api.schemas import CollectionOut, DocumentOut, GenericBoolean, GenericMessage, PaginatedResults, Results, UserOut
 from ragkeep.auth import collections as coll
@@ -25,7 +26,7 @@ from ragkeep.auth.users import Principal
 from ragkeep.ingest import store
 from ragkeep.text import text_problem
 
-router = APIRouter(tags=["collections"])
+router = APIRouter(tags=["collections"], route_class=GuardedRoute)
 PREFIX = "/v3/collections"
 
 MAX_NAME = 256

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Annotated, Any
 
@@ -13,7 +12,8 @@ from pydantic import BaseModel
 
 from ragkeep.api.deps import Limit, Offset, PrincipalDep, ServicesDep, require_owner
 from ragkeep.api.errors import ApiError
-from ragkeep.api.forms import StrictFormRoute, check_form
+from ragkeep.api.forms import check_form
+from ragkeep.api.guard import GuardedRoute
 from ragkeep.api.routes.retrieval import search_chunks, search_kind
 from ragkeep.api.schemas import (
     CollectionOut,
@@ -42,10 +42,9 @@ from ragkeep.ingest.pipeline import (
 from ragkeep.search import chunks as chunk_listing
 from ragkeep.search.filters import CompiledFilter, FilterError, compile_filters
 from ragkeep.search.scope import Scope
-from ragkeep.text import json_problem, text_problem
+from ragkeep.text import JsonError, json_problem, parse_json, text_problem
 
-# Forms read strictly: a field that is not UTF-8 is a 422, not latin-1 mojibake (api/forms.py).
-router = APIRouter(prefix="/v3/documents", tags=["documents"], route_class=StrictFormRoute)
+router = APIRouter(prefix="/v3/documents", tags=["documents"], route_class=GuardedRoute)
 
 #: The upload's form fields; each may be given once.
 _UPLOAD_FIELDS = (
@@ -62,13 +61,11 @@ def _json_field(name: str, raw: str | None, kind: type) -> Any:
     if raw is None or raw == "":
         return None
     try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise ApiError(422, f"{name}: not valid JSON ({e.msg} at position {e.pos})") from None
+        value = parse_json(raw)
+    except JsonError as e:
+        raise ApiError(422, f"{name}: {e}") from None
     if not isinstance(value, kind):
         raise ApiError(422, f"{name}: expected a JSON {'object' if kind is dict else 'array'}")
-    if problem := json_problem(value):
-        raise ApiError(422, f"{name}: {problem}")
     return value
 
 
@@ -355,9 +352,9 @@ async def _json_body(request: Request, name: str) -> Any:
     if not raw.strip():
         return None
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ApiError(422, f"{name}: the body is not valid JSON ({e})") from None
+        return parse_json(raw)
+    except JsonError as e:
+        raise ApiError(422, f"{name}: the body is {e}" if str(e).startswith("not ") else f"{name}: {e}") from None
 
 
 def _json_body_doc(description: str, schema: dict[str, Any]) -> dict[str, Any]:

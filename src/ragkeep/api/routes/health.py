@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from ragkeep.api.deps import ServicesDep
+from ragkeep.api.guard import GuardedRoute
 from ragkeep.api.schemas import GenericMessage, Results
 
-router = APIRouter()
+router = APIRouter(route_class=GuardedRoute)
 
 
 @router.get("/v3/health", response_model=Results[GenericMessage])

@@ -4,7 +4,6 @@ of its build and warm-up, and its share in shared buffers."""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -12,13 +11,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ragkeep.api.deps import Limit, Offset, ServicesDep, SuperuserDep
 from ragkeep.api.errors import ApiError
+from ragkeep.api.guard import GuardedRoute
 from ragkeep.api.schemas import GenericMessage, PaginatedResults, Results
 from ragkeep.indices.advice import advise
 from ragkeep.indices.build import IndexSpec, IndexSpecError, Measure, Method, drop_index
 from ragkeep.indices.catalog import has_extension, list_vector_indexes
 from ragkeep.indices.tenant import owner_from_filters
+from ragkeep.text import JsonError, parse_json
 
-router = APIRouter(prefix="/v3/indices", tags=["indices"])
+router = APIRouter(prefix="/v3/indices", tags=["indices"], route_class=GuardedRoute)
 
 #: R2R's SDK and the operations guide call the chunks table "vectors".
 TABLE_ALIASES = {"vectors": "chunks", "chunks": "chunks"}
@@ -50,9 +51,9 @@ async def list_indices(
     table = None
     if filters:
         try:
-            parsed = json.loads(filters)
-        except json.JSONDecodeError as e:
-            raise ApiError(422, f"filters: not valid JSON ({e.msg})") from None
+            parsed = parse_json(filters)
+        except JsonError as e:
+            raise ApiError(422, f"filters: {e}") from None
         if not isinstance(parsed, dict) or set(parsed) - {"table_name"}:
             raise ApiError(422, "filters: only {\"table_name\": ...} is supported")
         if "table_name" in parsed:

@@ -18,8 +18,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ragkeep.api.deps import ServicesDep
 from ragkeep.api.errors import ApiError
+from ragkeep.api.guard import GuardedRoute
 
-router = APIRouter(tags=["metrics"])
+router = APIRouter(tags=["metrics"], route_class=GuardedRoute)
 
 
 def _loopback(request: Request) -> bool:

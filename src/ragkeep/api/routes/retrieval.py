@@ -9,13 +9,14 @@ from fastapi import APIRouter
 
 from ragkeep.api.deps import PrincipalDep, ServicesDep
 from ragkeep.api.errors import ApiError
+from ragkeep.api.guard import GuardedRoute
 from ragkeep.api.schemas import AggregateSearchResult, ChunkSearchResult, Results, SearchRequest, SearchSettings
 from ragkeep.search.filters import FilterError, compile_filters
 from ragkeep.search.queries import Kind
 from ragkeep.search.scope import Scope
 from ragkeep.search.service import HybridParams, IndexParams, run_search
 
-router = APIRouter(prefix="/v3/retrieval", tags=["retrieval"])
+router = APIRouter(prefix="/v3/retrieval", tags=["retrieval"], route_class=GuardedRoute)
 
 
 def search_kind(settings: SearchSettings) -> Kind:

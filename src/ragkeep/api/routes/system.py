@@ -12,11 +12,12 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from ragkeep.api.deps import Limit, Offset, PrincipalDep, ServicesDep, SuperuserDep
+from ragkeep.api.deps import BIGINT_MAX, Limit, Offset, PrincipalDep, ServicesDep, SuperuserDep
 from ragkeep.api.errors import ApiError
+from ragkeep.api.guard import GuardedRoute
 from ragkeep.api.schemas import PaginatedResults, Results
 from ragkeep.api.services import Services
 from ragkeep.maintenance import Maintenance, RunOptions, UnknownTables
@@ -24,7 +25,7 @@ from ragkeep.maintenance import history
 from ragkeep.maintenance.status import system_status
 from ragkeep.monitoring import stats
 
-router = APIRouter(prefix="/v3/system", tags=["system"])
+router = APIRouter(prefix="/v3/system", tags=["system"], route_class=GuardedRoute)
 
 _TABLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -102,7 +103,9 @@ async def list_maintenance_runs(
     status: Annotated[
         Literal["queued", "running", "succeeded", "failed", "skipped"] | None, Query(description="Only this status.")
     ] = None,
-    parent_id: Annotated[int | None, Query(ge=1, description="The reindex runs done for this vacuum run.")] = None,
+    parent_id: Annotated[
+        int | None, Query(ge=1, le=BIGINT_MAX, description="The reindex runs done for this vacuum run.")
+    ] = None,
 ) -> PaginatedResults[list[MaintenanceRunOut]]:
     """The maintenance history, newest first."""
     async with services.db.pool.connection() as conn:
@@ -113,7 +116,9 @@ async def list_maintenance_runs(
 
 
 @router.get("/maintenance/{run_id}", response_model=Results[MaintenanceRunOut])
-async def get_maintenance_run(run_id: int, _: SuperuserDep, services: ServicesDep) -> Results[MaintenanceRunOut]:
+async def get_maintenance_run(
+    run_id: Annotated[int, Path(ge=1, le=BIGINT_MAX)], _: SuperuserDep, services: ServicesDep
+) -> Results[MaintenanceRunOut]:
     async with services.db.pool.connection() as conn:
         row = await history.get_run(conn, run_id)
     if row is None:

@@ -16,8 +16,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ragkeep.api import ratelimit
-from ragkeep.api.deps import Limit, Offset, PrincipalDep, ServicesDep, SuperuserDep, optional_principal
+from ragkeep.api.deps import BIGINT_MAX, Limit, Offset, PrincipalDep, ServicesDep, SuperuserDep, optional_principal
 from ragkeep.api.errors import ApiError
+from ragkeep.api.guard import GuardedRoute
 from ragkeep.api.schemas import (
     ApiKeyCreate,
     ApiKeyInfo,
@@ -37,9 +38,9 @@ from ragkeep.auth.tokens import InvalidToken, TokenPair
 from ragkeep.auth.users import EmailTaken, LastSuperuser, Principal, User, UserUsage
 from ragkeep.text import json_problem, text_problem
 
-router = APIRouter(prefix="/v3/users", tags=["users"])
+router = APIRouter(prefix="/v3/users", tags=["users"], route_class=GuardedRoute)
 #: Routes without a caller; included before ``router``, whose ``POST /{user_id}`` would take "/login".
-public_router = APIRouter(prefix="/v3/users", tags=["users"])
+public_router = APIRouter(prefix="/v3/users", tags=["users"], route_class=GuardedRoute)
 
 _bearer = HTTPBearer(auto_error=False)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -210,8 +211,10 @@ def _check_routes(request: Request, routes: dict[str, Any]) -> None:
 
 
 def _check_limit(key: str, value: Any, *, minimum: int) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
-        raise ValueError(f"{key} must be an integer >= {minimum}, or null for the default")
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= BIGINT_MAX
+    ):
+        raise ValueError(f"{key} must be an integer from {minimum} to {BIGINT_MAX}, or null for the default")
 
 
 class UsageLimit(BaseModel):
