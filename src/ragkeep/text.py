@@ -40,22 +40,41 @@ def bytes_problem(value: bytes) -> str | None:
         return "is not valid UTF-8"
 
 
-def json_problem(value: Any, depth: int = 0, max_depth: int = MAX_JSON_DEPTH) -> str | None:
-    """The first problem in any string (key or value) or number of a decoded JSON document."""
+def json_problem(value: Any, path: str = "", max_depth: int = MAX_JSON_DEPTH) -> str | None:
+    """The first problem in any string (key or value) or number of a decoded JSON document,
+    named by where it is (``path.key[2]: ...``; ``path`` names ``value`` itself)."""
+    found = _json_walk(value, 0, max_depth)
+    if found is None:
+        return None
+    steps, problem = found
+    where = path + "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in reversed(steps))
+    where = where.lstrip(".")
+    if len(where) > 120:
+        where = where[:120] + "..."
+    return f"{where}: {problem}" if where else problem
+
+
+def _json_walk(value: Any, depth: int, max_depth: int) -> tuple[list[str | int], str] | None:
+    """(the path to the first problem, innermost first; the problem)."""
     if depth > max_depth:
-        return f"nests deeper than {max_depth} levels"
+        return [], f"nests deeper than {max_depth} levels"
     if isinstance(value, str):
-        return text_problem(value)
+        problem = text_problem(value)
+        return ([], problem) if problem else None
     if isinstance(value, float):
-        return None if math.isfinite(value) else "NaN and Infinity are not JSON numbers"
+        return None if math.isfinite(value) else ([], "NaN and Infinity are not JSON numbers")
     if isinstance(value, list):
-        for v in value:
-            if p := json_problem(v, depth + 1, max_depth):
-                return p
+        for i, v in enumerate(value):
+            if found := _json_walk(v, depth + 1, max_depth):
+                found[0].append(i)
+                return found
     elif isinstance(value, dict):
         for k, v in value.items():
-            if p := text_problem(k) or json_problem(v, depth + 1, max_depth):
-                return p
+            if problem := text_problem(k):
+                return [], f"a key {problem}"
+            if found := _json_walk(v, depth + 1, max_depth):
+                found[0].append(k[:100])
+                return found
     return None
 
 
@@ -81,10 +100,6 @@ def parse_json(raw: str | bytes) -> Any:
         raise
     except ValueError:  # Python refuses integers of more than 4,300 digits
         raise JsonError("not usable JSON (a number has too many digits)") from None
-    if isinstance(value, dict):  # name the top-level field, as a 422 of the model would
-        for k, v in value.items():
-            if problem := text_problem(k) or json_problem(v, 1):
-                raise JsonError(f"{k[:100]!s}: {problem}" if not text_problem(k) else problem)
-    elif problem := json_problem(value):
+    if problem := json_problem(value):  # named by its path, as a 422 of the model would
         raise JsonError(problem)
     return value

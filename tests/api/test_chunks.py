@@ -130,7 +130,7 @@ def test_update_chunk_text_is_embedded_again_and_searchable(owner_member_strange
         ({"text": "   "}, "text"),
         ({"text": "nul \u0000 here"}, "NUL"),
         ({"metadata": [1, 2]}, "metadata"),
-        ('{"metadata": {"a": "lone \\ud800 surrogate"}}', "metadata: contains invalid Unicode"),
+        ('{"metadata": {"a": "lone \\ud800 surrogate"}}', "metadata.a: contains invalid Unicode"),
         ({"id": str(uuid.uuid4()), "text": "some new text"}, "id:"),
         ({"text": "word " * 400}, "the embedding model reads at most 256"),  # would be cut silently
     ],

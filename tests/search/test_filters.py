@@ -106,7 +106,7 @@ def test_invalid_filters_are_422_naming_the_path(corpus, filters: dict, path: st
     user, _ = corpus
     r = user.client.post("/v3/retrieval/search", json={"query": "x", "search_settings": {"filters": filters}})
     assert r.status_code == 422, r.text
-    assert r.json()["detail"]["message"].startswith(path), r.json()
+    assert path in r.json()["detail"]["message"], r.json()
 
 
 @pytest.mark.parametrize(

@@ -415,8 +415,8 @@ async def delete_documents_by_filter(
         value = _json_field("filters", value, dict)
     if not isinstance(value, dict):
         raise ApiError(422, "filters: expected a JSON object of field conditions")
-    if problem := json_problem(value):
-        raise ApiError(422, f"filters: {problem}")
+    if problem := json_problem(value, "filters"):
+        raise ApiError(422, problem)
     _check_delete_filter(value, "filters")
     compiled = _compile("filters", value, store.DOCUMENT_FILTER_ALIAS)
     async with services.db.pool.connection() as conn:
@@ -450,8 +450,8 @@ def _metadata_items(value: Any) -> list[dict[str, Any]]:
     for i, item in enumerate(value):
         if not isinstance(item, dict):
             raise ApiError(422, f"metadata[{i}]: expected an object")
-        if problem := json_problem(item):
-            raise ApiError(422, f"metadata[{i}]: {problem}")
+        if problem := json_problem(item, f"metadata[{i}]"):
+            raise ApiError(422, problem)
     return value
 
 
