@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
 from ragkeep import __version__
 from ragkeep.api import errors, ratelimit
 from ragkeep.api.routes import chunks, collections, documents, health, indices, metrics, retrieval, system, users
+from ragkeep.api.lifecycle import service
 from ragkeep.api.services import Services
 from ragkeep.auth.tokens import TokenIssuer, load_or_create_secret
 from ragkeep.auth.users import ensure_admin
@@ -34,9 +35,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        embedder = create_provider(settings.embedding)
-        db = await open_database(settings, embedder.dimension, embedder.model_name)
-        try:
+        # One stack, in start order: a failed start stops what started, shutdown stops all,
+        # newest first (api/lifecycle.py). Promotion stops before the builds it starts, the
+        # recorders after the work they record, the pool after every user of it.
+        async with AsyncExitStack() as stack:
+            embedder = create_provider(settings.embedding)
+            await stack.enter_async_context(service("the embedding model", stop=embedder.aclose))
+            db = await open_database(settings, embedder.dimension, embedder.model_name)
+            await stack.enter_async_context(service("the database", stop=db.close))  # pool, supervisor, embedded server
             async with db.pool.connection() as conn:
                 secret = settings.auth.secret_key or await load_or_create_secret(conn)
                 await ensure_admin(
@@ -46,32 +52,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 if interrupted:
                     log.warning("marked %d interrupted ingestions as failed", interrupted)
             tokens = TokenIssuer(secret, settings.auth.access_token_minutes, settings.auth.refresh_token_days)
-            ingestor = Ingestor(db.pool, embedder, settings.ingestion)
-            await ingestor.start(db.url)  # this replica's lease; sweeps dead replicas' documents
+            ingestor = Ingestor(db.pool, embedder, settings.ingestion)  # ConfigError here, before any task
             indexes = IndexBuilder(db.url, settings.indices)
-            indexes.begin_startup()  # repair invalid vector indexes, then warm them (background)
             promoter = AutoPromoter(settings, indexes)
-            promoter.start()  # when [indices] auto_promote_threshold is set
             monitor = Monitor(settings.metrics, db.pool, db.url, tokens)  # Prometheus, request activity, snapshots
             searches = SearchRecorder(db.pool, settings.metrics.flush_seconds, observer=monitor.metrics.observe_search)
-            searches.start()
-            app.state.services = Services(settings, db, embedder, tokens, ingestor, indexes, searches)
-            app.state.services.maintenance = maintenance = Maintenance(settings.database.maintenance, db.url, settings.indices)
-            maintenance.start()  # every replica schedules; maintenance_runs lets one run each tick
-            app.state.services.monitor = monitor
-            monitor.start()
+            maintenance = Maintenance(settings.database.maintenance, db.url, settings.indices)
+            for name, start, stop in (
+                ("the monitor", monitor.start, monitor.stop),  # its stop writes the last activity
+                ("the search recorder", searches.start, searches.stop),
+                # repair invalid vector indexes, then warm them (background); drain cancels builds
+                ("the index builder", indexes.begin_startup, indexes.drain),
+                # this replica's lease, the dead replicas' sweep; drain cancels ingestions, kills parsers
+                ("the ingestor", lambda: ingestor.start(db.url), ingestor.drain),
+                # every replica schedules; maintenance_runs lets one run each tick
+                ("maintenance", maintenance.start, maintenance.stop),
+                ("auto promotion", promoter.start, promoter.stop),  # when [indices] auto_promote_threshold is set
+            ):
+                await stack.enter_async_context(service(name, start=start, stop=stop))
+            app.state.services = Services(
+                settings, db, embedder, tokens, ingestor, indexes, searches, maintenance=maintenance, monitor=monitor
+            )
             where = f"embedded PostgreSQL in {settings.pgdata}" if db.is_embedded else "external PostgreSQL"
             log.info("ragkeep %s ready on %s with %s", __version__, where, embedder.model_name)
             yield
-            await promoter.stop()
-            await maintenance.stop()
-            await ingestor.drain()
-            await indexes.drain()
-            await searches.stop()
-            await monitor.stop()
-        finally:
-            await db.close()
-            await embedder.aclose()
 
     app = FastAPI(title="ragkeep", version=__version__, lifespan=lifespan)
     errors.install(app)
