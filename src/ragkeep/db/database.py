@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 import psycopg
@@ -34,11 +35,14 @@ class Database:
         return self.embedded is not None
 
     async def close(self) -> None:
-        if self.supervisor is not None:
-            await self.supervisor.stop()  # before stopping the server, or it would start it again
-        await self.pool.close()
-        if self.embedded is not None:
-            self.embedded.stop()  # type: ignore[attr-defined]
+        """The supervisor (before the server, or it would start it again), the pool, the server:
+        each of them even if one before it raised (an ``AsyncExitStack`` unwinds, newest first)."""
+        async with AsyncExitStack() as stack:
+            if self.embedded is not None:
+                stack.callback(self.embedded.stop)  # type: ignore[attr-defined]
+            stack.push_async_callback(self.pool.close)
+            if self.supervisor is not None:
+                stack.push_async_callback(self.supervisor.stop)
 
 
 def start_embedded(settings: Settings) -> tuple[str, object]:
@@ -90,6 +94,7 @@ async def open_database(settings: Settings, dimension: int, model_name: str) -> 
     if not url:
         url, embedded = start_embedded(settings)
         log.info("using the embedded PostgreSQL in %s", settings.pgdata)
+    pool: ResilientPool | None = None
     try:
         notes = prepare_schema(url, dimension, model_name)
         pool = ResilientPool(
@@ -103,6 +108,8 @@ async def open_database(settings: Settings, dimension: int, model_name: str) -> 
         )
         await pool.open(wait=True, timeout=30)
     except BaseException:
+        if pool is not None:
+            await pool.close()  # open() closes it on a timeout, not when cancelled
         if embedded is not None:
             embedded.stop()  # type: ignore[attr-defined]
         raise

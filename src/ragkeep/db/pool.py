@@ -75,6 +75,19 @@ class ResilientPool(AsyncConnectionPool):
         if not self._closed and (self._sweeping is None or self._sweeping.done()):
             self._sweeping = asyncio.create_task(self._check_quietly(), name="pool sweep")
 
+    async def close(self, timeout: float = 5.0) -> None:
+        """Close the pool, and cancel and await a sweep still checking its connections (before,
+        and after: a connection returned broken meanwhile starts one until the pool is closed)."""
+        await self._stop_sweep()
+        await super().close(timeout)
+        await self._stop_sweep()
+
+    async def _stop_sweep(self) -> None:
+        sweeping, self._sweeping = self._sweeping, None
+        if sweeping is not None and not sweeping.done():
+            sweeping.cancel()
+            await asyncio.gather(sweeping, return_exceptions=True)
+
     async def _check_quietly(self) -> None:
         try:
             await self.check()
