@@ -111,23 +111,23 @@ class ParserPool:
         self.limits = limits
         self._slots = asyncio.Semaphore(workers)
         self._idle: list[_Worker] = []
-        self._busy: set[_Worker] = set()
+        #: Every worker not yet killed: idle, busy, or started by a parse that was cancelled
+        #: meanwhile (the thread starting it runs on and registers it here, for close to kill).
+        self._workers: set[_Worker] = set()
+        self._closed = False
 
     async def parse(self, data: bytes, filename: str | None, content_type: str | None) -> ParsedDocument:
         async with self._slots:
             worker = self._idle.pop() if self._idle else None
             if worker is None or not worker.alive():
                 if worker is not None:
-                    worker.kill()
-                worker = await asyncio.to_thread(_Worker, self.memory_bytes, self.timeout)
-            self._busy.add(worker)
+                    self._kill(worker)
+                worker = await asyncio.to_thread(self._spawn)
             try:
                 kind, value = await asyncio.to_thread(self._call, worker, (data, filename, content_type, self.limits))
             except BaseException:
-                worker.kill()  # timed out, died, or the request was cancelled: never reused
+                self._kill(worker)  # timed out, died, or the request was cancelled: never reused
                 raise
-            finally:
-                self._busy.discard(worker)
             self._idle.append(worker)
         if kind == "ok":
             return value
@@ -138,6 +138,20 @@ class ParserPool:
         if kind == "ParseLimitExceeded":
             raise ParseLimitExceeded(value)
         raise DocumentParseError(value)
+
+    def _spawn(self) -> _Worker:
+        """In a thread: a new worker, registered before the pool's state is read, so that either
+        this thread sees the pool closed or :meth:`close` sees the worker; both kill it."""
+        worker = _Worker(self.memory_bytes, self.timeout)
+        self._workers.add(worker)
+        if self._closed:
+            self._kill(worker)
+            raise DocumentParseError("the server is stopping; upload the document again")
+        return worker
+
+    def _kill(self, worker: _Worker) -> None:
+        self._workers.discard(worker)
+        worker.kill()
 
     def _memory_message(self) -> str:
         return (
@@ -164,10 +178,12 @@ class ParserPool:
             raise ParseLimitExceeded(self._memory_message()) from None
 
     async def close(self) -> None:
-        """Stop every worker, idle or busy (a busy one's upload is being cancelled with the server)."""
-        workers, self._idle = [*self._idle, *self._busy], []
-        for w in workers:
-            w.kill()
+        """Stop every worker, idle, busy or starting (a busy one's upload is being cancelled with
+        the server); a parse after this refuses to start one."""
+        self._closed = True
+        self._idle = []
+        for w in list(self._workers):
+            self._kill(w)
 
 
 if __name__ == "__main__":  # a worker: python -m ragkeep.ingest.isolation FD MEMORY_BYTES

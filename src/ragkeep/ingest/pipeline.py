@@ -253,9 +253,11 @@ class Ingestor:
             task.cancel()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-        if self.lease is not None:
-            await self.lease.close()
-        await self.parsers.close()
+        try:
+            if self.lease is not None:
+                await self.lease.close()
+        finally:
+            await self.parsers.close()  # the workers are processes: killed whatever happened above
 
     async def _status(self, upload: Upload, status: str, **kw: Any) -> None:
         async with self.pool.connection() as conn:
