@@ -427,7 +427,8 @@ async def change_password(
 async def me(principal: PrincipalDep, services: ServicesDep) -> Results[UserOut]:
     async with services.db.pool.connection() as conn:
         user = await users.get_user(conn, principal.id)
-    assert user is not None
+    if user is None:  # deleted since its credentials were checked
+        raise ApiError(404, f"user {principal.id} not found")
     return Results(results=user_out(user))
 
 
