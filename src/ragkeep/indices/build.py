@@ -24,6 +24,7 @@ import psycopg
 from psycopg import sql
 
 from ragkeep.config import IndicesConfig
+from ragkeep.errors import InvalidInput
 from ragkeep.indices.catalog import build_arguments
 from ragkeep.indices.leftovers import drop_leftovers
 from ragkeep.indices.memory import BuildPlan, apply_plan, column_dimension, count_rows, plan_build
@@ -45,7 +46,7 @@ OPCLASSES: dict[str, str] = {
 NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
-class IndexSpecError(ValueError):
+class IndexSpecError(InvalidInput, ValueError):
     """A spec that cannot be built; the message names the field."""
 
 
