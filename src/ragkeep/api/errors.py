@@ -90,7 +90,11 @@ def status_of(exc: DomainError) -> int:
 
 
 def _body(
-    status: int, message: str, error_type: str, extra: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+    status: int,
+    message: str,
+    error_type: str,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     """R2R's error shape; every 401 says what to send (``WWW-Authenticate``)."""
     if status == 401:
