@@ -14,7 +14,7 @@ from datetime import timedelta
 import httpx
 import psycopg
 
-from ragkeep.api import ratelimit
+from ragkeep.limits import rates as ratelimit
 from tests.limits.conftest import ROUTE_LIMIT, ROUTE_LIMITED, fresh_minute, set_limits
 from tests.support import login
 

@@ -78,9 +78,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
 
     app = FastAPI(title="ragkeep", version=__version__, lifespan=lifespan)
-    errors.install(app)
+    errors.install(app)  # domain errors -> status (errors.STATUS; limits: 403/413/429 + Retry-After)
     errors.install_database_unavailable(app)  # psycopg.OperationalError -> 503 + Retry-After
-    ratelimit.install(app)  # LimitExceeded -> 403/413/429 with Retry-After (docs/limits.md)
+    ratelimit.install(app)  # this process's clock for deleting old rate windows (docs/limits.md)
     app.add_middleware(ActivityMiddleware)  # times every request for the metrics
     app.include_router(users.public_router)  # log-in, token refresh: no caller to count; before "/{user_id}"
     for module in (health, users, documents, chunks, retrieval, collections, indices, system, metrics):

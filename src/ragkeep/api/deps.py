@@ -32,8 +32,6 @@ BIGINT_MAX = 2**63 - 1
 Offset = Annotated[int, Query(ge=0, le=BIGINT_MAX, description="Rows to skip.")]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Rows to return, 1-1000.")]
 
-_UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
-
 
 async def optional_principal(
     request: Request,
@@ -41,7 +39,8 @@ async def optional_principal(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
 ) -> Principal | None:
-    """The caller, None when no credentials were sent; wrong credentials are always a 401."""
+    """The caller, None when no credentials were sent; wrong credentials are always a 401 (with
+    ``WWW-Authenticate: Bearer``, as every 401: api/errors.py)."""
     if not api_key and bearer is None:
         return None
     token_id: str | None = None
@@ -50,13 +49,14 @@ async def optional_principal(
             user_id = await verify_api_key(conn, api_key)
             if user_id is None:
                 raise ApiError(401, "invalid API key")
-        else:
-            assert bearer is not None
+        elif bearer is not None:
             try:
                 user_id, claims = services.tokens.decode(bearer.credentials, "access")
             except InvalidToken as e:
                 raise ApiError(401, str(e)) from e
             token_id = claims["jti"]
+        else:  # neither: answered above without a connection
+            return None
         principal = await load_principal(conn, user_id, token_id=token_id)
     if principal is None:
         raise ApiError(401, "these credentials were revoked (logged out, or the password changed since), or their user is gone or inactive; log in again")

@@ -2,6 +2,13 @@
 
 R2R's SDK raises ``R2RException(status_code, message)`` from ``detail.message`` (or a string
 ``detail``), so every error here carries one sentence that says what was wrong.
+
+The one mapping from what went wrong to HTTP is :data:`STATUS`: domain code raises the classes of
+``ragkeep.errors`` and knows no status codes; :func:`install` registers every handler. A route's
+own complaint about the request it was sent is an :class:`ApiError`, one more entry of the table
+whose status the route chooses (its ``error_type`` is "ApiError" on the wire, which clients see).
+Framework errors keep their handlers here too: Starlette's HTTPException (unknown routes, the
+form guard), request validation (422), database unavailability (503) and unexpected errors (500).
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
@@ -17,21 +25,93 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ragkeep.auth.collections import CollectionError
+from ragkeep.errors import (
+    BadRequest,
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    LimitExceeded,
+    NotFound,
+    QuotaExceeded,
+    RateLimited,
+    Unauthorized,
+    Unavailable,
+    UploadTooLarge,
+)
 
 log = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
+class ApiError(DomainError):
+    """A route's refusal of the request it was sent, with the status the route chose."""
+
     def __init__(self, status_code: int, message: str, **extra: object) -> None:
-        super().__init__(message)
+        super().__init__(message, **extra)
         self.status_code = status_code
-        self.message = message
-        self.extra = extra
 
 
-def _body(status: int, message: str, error_type: str, **extra: object) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"detail": {"message": message, "error_type": error_type, **extra}})
+#: Domain error class -> (HTTP status, ``error_type`` on the wire); an error takes the entry of the
+#: first class of its MRO found here (``DuplicateDocument`` is a Conflict: 409). A status of None
+#: is the error's own (:class:`ApiError`). Every limit answers "LimitExceeded" with its figures.
+STATUS: dict[type[DomainError], tuple[int | None, str]] = {
+    ApiError: (None, "ApiError"),
+    BadRequest: (400, "BadRequest"),
+    Unauthorized: (401, "Unauthorized"),
+    Forbidden: (403, "Forbidden"),
+    NotFound: (404, "NotFound"),
+    Conflict: (409, "Conflict"),
+    InvalidInput: (422, "InvalidInput"),
+    Unavailable: (503, "Unavailable"),
+    QuotaExceeded: (403, "LimitExceeded"),
+    UploadTooLarge: (413, "LimitExceeded"),
+    RateLimited: (429, "LimitExceeded"),
+    LimitExceeded: (403, "LimitExceeded"),
+    DomainError: (400, "BadRequest"),
+}
+
+#: What a 401 tells the client to send (RFC 9110 requires the header on every 401).
+UNAUTHORIZED_HEADERS = {"WWW-Authenticate": "Bearer"}
+
+
+def describe(exc: DomainError) -> tuple[int, str]:
+    """The status and ``error_type`` :data:`STATUS` gives ``exc``."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            status, error_type = STATUS[cls]
+            if status is None:
+                status = exc.status_code if isinstance(exc, ApiError) else 400
+            return status, error_type
+    raise TypeError(f"{type(exc).__name__} is not a DomainError")  # STATUS has DomainError itself
+
+
+def status_of(exc: DomainError) -> int:
+    return describe(exc)[0]
+
+
+def _body(
+    status: int,
+    message: str,
+    error_type: str,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """R2R's error shape; every 401 says what to send (``WWW-Authenticate``)."""
+    if status == 401:
+        headers = {**UNAUTHORIZED_HEADERS, **(headers or {})}
+    return JSONResponse(
+        status_code=status,
+        content={"detail": {"message": message, "error_type": error_type, **(extra or {})}},
+        headers=headers,
+    )
+
+
+def domain_error_response(exc: DomainError) -> JSONResponse:
+    """``exc`` in R2R's shape with its extra fields; ``Retry-After`` for a rate limit."""
+    status, error_type = describe(exc)
+    retry_after = getattr(exc, "retry_after", None)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return _body(status, exc.message, error_type, exc.extra, headers)
 
 
 def _location(loc: tuple | list) -> str:
@@ -40,13 +120,11 @@ def _location(loc: tuple | list) -> str:
 
 
 def install(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _body(exc.status_code, exc.message, "ApiError", **exc.extra)
+    """Register every error handler (the 503 of :func:`install_database_unavailable` aside)."""
 
-    @app.exception_handler(CollectionError)
-    async def _collection_error(request: Request, exc: CollectionError) -> JSONResponse:
-        return _body(exc.status_code, exc.message, type(exc).__name__)
+    @app.exception_handler(DomainError)
+    async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
+        return domain_error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -63,7 +141,7 @@ def install(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         message = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
-        return _body(422, message or "invalid request", "ValidationError", errors=errors[:50])
+        return _body(422, message or "invalid request", "ValidationError", {"errors": errors[:50]})
 
     _document_error_shape(app)
     app.add_middleware(UnexpectedErrors)  # first added: innermost, so the activity metrics see the 500

@@ -19,9 +19,10 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from ragkeep.auth import limits
 from ragkeep.config import LimitsConfig
 from ragkeep.db.paging import fetch_page
+from ragkeep.errors import Conflict, Forbidden, InternalError, NotFound
+from ragkeep.limits import storage
 if TYPE_CHECKING:
     from ragkeep.auth.users import Principal
 
@@ -31,28 +32,6 @@ GRAPH_STATUS = "pending"
 SETTLED_STATUSES = ("success", "failed")
 
 Action = Literal["view", "manage"]
-
-
-class CollectionError(Exception):
-    """A refused collection operation; ``status_code`` is the HTTP answer the API gives for it."""
-
-    status_code = 400
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class NotFound(CollectionError):
-    status_code = 404
-
-
-class Forbidden(CollectionError):
-    status_code = 403
-
-
-class Conflict(CollectionError):
-    status_code = 409
 
 
 _COLUMNS = sql.SQL(
@@ -165,20 +144,22 @@ async def create_collection(
     try:
         async with conn.transaction():
             if limits_config is not None:
-                await limits.check_collections(conn, limits_config, await limits.lock_owner(conn, owner_id))
+                await storage.check_collections(conn, limits_config, await storage.lock_owner(conn, owner_id))
             cur = await conn.execute(
                 "INSERT INTO collections (owner_id, name, description) VALUES (%s, %s, %s) RETURNING id",
                 (owner_id, name, description),
             )
             row = await cur.fetchone()
-            assert row is not None
+            if row is None:
+                raise InternalError("INSERT INTO collections ... RETURNING id returned no row")
             await conn.execute(
                 "INSERT INTO collection_users (collection_id, user_id) VALUES (%s, %s)", (row[0], owner_id)
             )
     except psycopg.errors.UniqueViolation:
         raise Conflict(f"name: you already own a collection named {name!r}") from None
     created = await get_collection(conn, row[0])
-    assert created is not None
+    if created is None:  # committed above, and only its owner deletes it
+        raise NotFound(f"collection {row[0]} not found")
     return created
 
 

@@ -3,9 +3,9 @@
 Failed log-ins are counted per account (the name as typed, whether or not it exists, so that the
 answer does not tell which do), per client address, and per (account, address) pair, each over a
 window that starts at its first failure (``[auth] login_failure_window_seconds``). Past a limit,
-log-ins answer 429 with ``Retry-After`` (until the window ends) *before* the password is checked:
-the right password is refused too, or throttling would only slow guessing down, and no argon2
-time is spent on a refused attempt.
+log-ins are refused (RateLimited: the API's 429 with ``Retry-After`` until the window ends)
+*before* the password is checked: the right password is refused too, or throttling would only
+slow guessing down, and no argon2 time is spent on a refused attempt.
 
 The pair limit is the tight one: it stops guessing one account from one address. The account
 and address limits are looser and stop guessing from many addresses, or many accounts from one;
@@ -28,8 +28,8 @@ from datetime import timedelta
 
 import psycopg
 
-from ragkeep.auth.limits import LimitExceeded
 from ragkeep.config import AuthConfig
+from ragkeep.errors import RateLimited
 
 #: How long a successful log-in makes its address "known" for the account (refreshed by each one).
 KNOWN_FOR = timedelta(days=30)
@@ -98,7 +98,7 @@ class Attempt:
         return cls(_digest(name), _digest(address), _digest(f"{name}\n{address}"))
 
 
-def _refusal(config: AuthConfig, counts: dict[str, tuple[int, float]], known: bool) -> LimitExceeded | None:
+def _refusal(config: AuthConfig, counts: dict[str, tuple[int, float]], known: bool) -> RateLimited | None:
     checks = [("pair", config.login_failures_per_account_address, "login_failures_per_account_address",
                "for this account from your address")]
     if not known:
@@ -112,15 +112,15 @@ def _refusal(config: AuthConfig, counts: dict[str, tuple[int, float]], known: bo
     retry = max(1, max(math.ceil(counts[scope][1]) for scope, *_ in over))
     scope, limit, name, what = over[0]
     used = counts[scope][0] - 1  # this attempt is not counted
-    return LimitExceeded(
-        429, name, limit, used,
+    return RateLimited(
+        name, limit, used,
         f"too many failed log-ins {what} ({used:,}; the limit is {limit:,}); retry in {retry} s",
         retry_after=retry,
     )
 
 
 async def begin(conn: psycopg.AsyncConnection, config: AuthConfig, attempt: Attempt) -> None:
-    """Count ``attempt`` as a failure until it succeeds, or raise LimitExceeded (429), counting nothing.
+    """Count ``attempt`` as a failure until it succeeds, or raise RateLimited, counting nothing.
 
     Call it first on a connection (it commits its own transaction, so no lock is held while the
     password is checked)."""

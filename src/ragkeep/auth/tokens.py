@@ -22,6 +22,8 @@ from typing import Literal
 import jwt
 import psycopg
 
+from ragkeep.errors import InternalError, Unauthorized
+
 TokenType = Literal["access", "refresh"]
 ALGORITHM = "HS256"
 
@@ -31,8 +33,8 @@ CLOCK_SKEW = timedelta(minutes=5)
 PRUNE_BATCH = 500
 
 
-class InvalidToken(Exception):
-    pass
+class InvalidToken(Unauthorized):
+    """A token that is malformed, expired, of the wrong kind or not ours; the message says which."""
 
 
 @dataclass(frozen=True)
@@ -174,5 +176,6 @@ async def load_or_create_secret(conn: psycopg.AsyncConnection) -> str:
     )
     cur = await conn.execute("SELECT value FROM ragkeep_meta WHERE key = 'jwt_secret'")
     row = await cur.fetchone()
-    assert row is not None
+    if row is None:  # inserted just above unless it was there; never deleted
+        raise InternalError("ragkeep_meta has no jwt_secret after inserting it")
     return row[0]

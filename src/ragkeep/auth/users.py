@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 
 from ragkeep.auth import collections as collections_sql
 from ragkeep.auth.passwords import hash_password, verify_password
+from ragkeep.errors import Conflict, InternalError, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +33,19 @@ USER_COLUMNS = (
 UPDATABLE = ("email", "name", "bio", "profile_picture", "is_superuser", "limits_overrides")
 
 
-class EmailTaken(Exception):
-    pass
+class EmailTaken(Conflict):
+    """Another account has this email."""
+
+    def __init__(self, email: str) -> None:
+        super().__init__(f"a user with email {email} already exists")
+        self.email = email
 
 
-class LastSuperuser(Exception):
+class LastSuperuser(Conflict):
     """The change would leave no active superuser to administer the server."""
+
+    def __init__(self) -> None:
+        super().__init__("this is the last active superuser; promote another first")
 
 
 @dataclass(frozen=True)
@@ -168,9 +176,11 @@ async def create_user(
             row = await cur.fetchone()
     except psycopg.errors.UniqueViolation as e:
         raise EmailTaken(email) from e
-    assert row is not None
+    if row is None:
+        raise InternalError("INSERT INTO users ... RETURNING id returned no row")
     user = await get_user(conn, row[0])
-    assert user is not None
+    if user is None:  # committed above; deleted in the instant since
+        raise NotFound(f"user {row[0]} not found")
     return user
 
 
@@ -288,7 +298,8 @@ async def usage_counts(conn: psycopg.AsyncConnection, user_id: uuid.UUID) -> dic
         {"u": user_id},
     )
     row = await cur.fetchone()
-    assert row is not None
+    if row is None:
+        raise InternalError("a SELECT of three aggregates returned no row")
     return {"documents": int(row[0]), "chunks": int(row[1]), "collections": int(row[2])}
 
 

@@ -195,11 +195,13 @@ class Session:
         )
 
     def login_request(self) -> Request:
-        assert self.email and self.password
+        if not (self.email and self.password):
+            raise RagkeepError(0, "no email and password to log in with")
         return login_request(self.email, self.password)
 
     def refresh_request(self) -> Request:
-        assert self.refresh_token
+        if not self.refresh_token:
+            raise RagkeepError(0, "no refresh token: log in first")
         return Request("POST", REFRESH_PATH, json=self.refresh_token, auth="none", stores_tokens=True)
 
     def finish(self, request: Request, resp: httpx.Response) -> JSON:

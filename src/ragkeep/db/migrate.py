@@ -76,7 +76,8 @@ def _ensure_extensions(conn: psycopg.Connection) -> list[str]:
             )
         conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(name)))
         row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = %s", (name,)).fetchone()
-        assert row is not None
+        if row is None:
+            raise SchemaError(f"PostgreSQL extension '{name}' is missing right after CREATE EXTENSION")
         if _version_tuple(row[0]) < minimum:
             raise SchemaError(
                 f"extension '{name}' is version {row[0]}; ragkeep needs >= {'.'.join(map(str, minimum))}. "

@@ -24,6 +24,7 @@ import psycopg
 from psycopg import sql
 
 from ragkeep.config import IndicesConfig
+from ragkeep.errors import InvalidInput
 from ragkeep.indices.catalog import build_arguments
 from ragkeep.indices.leftovers import drop_leftovers
 from ragkeep.indices.memory import BuildPlan, apply_plan, column_dimension, count_rows, plan_build
@@ -45,7 +46,7 @@ OPCLASSES: dict[str, str] = {
 NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
-class IndexSpecError(ValueError):
+class IndexSpecError(InvalidInput, ValueError):
     """A spec that cannot be built; the message names the field."""
 
 
@@ -99,7 +100,8 @@ class IndexSpec:
         return IndexSpec(self.method, self.measure, self.table, self.column, name, args, self.concurrently, owner)
 
     def ddl(self) -> sql.Composed:
-        assert self.name is not None, "validate first"
+        if self.name is None:
+            raise ValueError("validate the index spec first: it has no name yet")
         with_args = sql.SQL(", ").join(
             sql.SQL("{} = {}").format(sql.Identifier("lists" if k == "n_lists" else k), sql.Literal(int(v)))
             for k, v in sorted(self.arguments.items())
@@ -181,7 +183,8 @@ class IndexBuilder:
         so a GET right after the POST finds it; an owner's index is registered in tenant_indexes.
         A build that fails is logged and kept in ``records``; CONCURRENTLY leaves the failed index
         behind as ``invalid`` in the catalog, to be dropped (or repaired at the next start)."""
-        assert spec.name is not None, "validate first"
+        if spec.name is None:
+            raise ValueError("validate the index spec first: it has no name yet")
         record = BuildRecord(spec.name, spec.table, spec.method, spec.owner_id, await self.plan(spec))
         self.records[spec.name] = record
         self.warmer.forget(spec.name)

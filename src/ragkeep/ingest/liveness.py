@@ -20,6 +20,8 @@ from collections.abc import Iterable
 
 import psycopg
 
+from ragkeep.errors import InternalError
+
 log = logging.getLogger(__name__)
 
 #: The first half of every lease lock ("rgki").
@@ -71,7 +73,8 @@ class IngestLease:
         key = await self.acquire()
         attempts = list(in_flight)
         if attempts:
-            assert self._conn is not None
+            if self._conn is None:  # acquire() just opened it
+                raise InternalError("the ingestion lease has no database session after acquiring one")
             await self._conn.execute(
                 """UPDATE documents SET ingest_lease = %s
                    WHERE ingest_attempt = ANY(%s::uuid[]) AND ingestion_status NOT IN ('success', 'failed')""",

@@ -28,9 +28,9 @@ import numpy as np
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from ragkeep.auth import limits
-from ragkeep.config import IngestionConfig
+from ragkeep.config import IngestionConfig, LimitsConfig
 from ragkeep.embeddings import EmbeddingProvider
+from ragkeep.errors import LimitExceeded
 from ragkeep.ingest import liveness, store
 from ragkeep.ingest.chunking import TokenChunker
 from ragkeep.ingest.liveness import IngestLease
@@ -82,6 +82,9 @@ class Upload:
     collection_ids: tuple[uuid.UUID, ...] = ()
     #: This try at ingesting the document: writes of an attempt that was swept touch nothing.
     attempt: uuid.UUID = field(default_factory=uuid.uuid4)
+    #: The storage quotas the claim and the chunk write hold the owner to; None: unlimited (tools
+    #: and benchmarks that ingest below the API).
+    limits: LimitsConfig | None = None
 
     @property
     def size_in_bytes(self) -> int:
@@ -198,6 +201,7 @@ class Ingestor:
                 content_hash=upload.content_hash,
                 # Ready-made chunks: max_chunks is checked at the claim, before any work.
                 chunk_count=len(upload.source.chunks) if isinstance(upload.source, ChunksSource) else None,
+                limits_config=upload.limits,
                 lease=self.lease.key if self.lease is not None else None,
                 attempt=upload.attempt,
             )
@@ -218,7 +222,7 @@ class Ingestor:
         except asyncio.CancelledError:
             await self._fail(upload, "ingestion was cancelled (the server stopped); upload the document again")
             raise
-        except (IngestionError, limits.LimitExceeded) as e:  # a limit refuses the document whole
+        except (IngestionError, LimitExceeded) as e:  # a limit refuses the document whole
             await self._fail(upload, str(e))
             raise
         except psycopg.OperationalError as e:  # the database, not the document: a 503 for the uploader
@@ -239,7 +243,7 @@ class Ingestor:
     async def _process_quietly(self, upload: Upload) -> None:
         try:
             await self.process(upload, progress=True)
-        except (IngestionError, limits.LimitExceeded):
+        except (IngestionError, LimitExceeded):
             pass  # recorded in the document's status
         except psycopg.OperationalError as e:  # recorded if the database came back in time
             log.warning("background ingestion of document %s stopped: database unavailable (%s)", upload.document_id, e)
@@ -292,6 +296,7 @@ class Ingestor:
                     texts=texts,
                     metadatas=metadatas,
                     embeddings=vectors,
+                    limits_config=upload.limits,
                     attempt=upload.attempt,
                 )
         return len(texts)

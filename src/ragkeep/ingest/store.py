@@ -12,10 +12,11 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from ragkeep.auth import limits
 from ragkeep.config import LimitsConfig
 from ragkeep.db.paging import fetch_page
+from ragkeep.errors import Conflict
 from ragkeep.ingest import liveness
+from ragkeep.limits import storage
 
 DOCUMENT_COLUMNS = (
     "d.id, d.owner_id, d.collection_ids, d.document_type, d.title, d.metadata, d.size_in_bytes, "
@@ -27,11 +28,11 @@ CHUNK_COLUMNS = "c.id, c.document_id, c.owner_id, c.collection_ids, c.text, c.me
 DOCUMENT_FILTER_ALIAS = "x"
 
 
-class DocumentBusy(Exception):
+class DocumentBusy(Conflict):
     """The document is still being ingested; its chunks are not all written yet."""
 
 
-class DuplicateDocument(Exception):
+class DuplicateDocument(Conflict):
     def __init__(self, existing_id: uuid.UUID, reason: str, *, foreign: bool = False) -> None:
         super().__init__(reason)
         self.existing_id = existing_id
@@ -71,11 +72,10 @@ async def insert_pending(
     owner that is still in flight but whose replica is gone (:data:`liveness.DEAD`) blocks
     neither its id nor its content: it is failed here, and replaced like any failed attempt.
 
-    With limits (``limits_config``, else those the API applies, :func:`limits.applying`), the
+    With limits (``limits_config``: the API passes the configured ones; none: unlimited), the
     owner is locked and the claim is refused (LimitExceeded) when it would pass ``max_documents``,
     or ``max_chunks`` when the chunk count is known already (``chunk_count``, ready-made chunks):
     concurrent claims of one owner queue on the lock, so none ends over the limit."""
-    config = limits_config or limits.active()
     async with conn.transaction():
         # Serialise claims of one id, which must be unique across owners too (routes take ids alone).
         await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (str(document_id),))
@@ -105,10 +105,10 @@ async def insert_pending(
         dup = await cur.fetchone()
         if dup is not None:
             raise DuplicateDocument(dup[0], f"identical content was already uploaded as document {dup[0]}")
-        if config is not None:
-            owner = await limits.lock_owner(conn, owner_id)  # after the replaced row left the count
-            limits.check_documents(config, owner)
-            limits.check_chunks(config, owner, max(chunk_count or 0, 1))  # every document has one
+        if limits_config is not None:
+            owner = await storage.lock_owner(conn, owner_id)  # after the replaced row left the count
+            storage.check_documents(limits_config, owner)
+            storage.check_chunks(limits_config, owner, max(chunk_count or 0, 1))  # every document has one
         try:
             async with conn.transaction():
                 await conn.execute(
@@ -165,10 +165,9 @@ async def store_chunks(
 ) -> None:
     """All chunks and the success status in one transaction: a document is searchable whole or not at all.
 
-    With limits (``limits_config``, else those the API applies), the owner is locked first and a
-    document whose chunks would pass ``max_chunks`` raises LimitExceeded before any is written."""
+    With limits (``limits_config``), the owner is locked first and a document whose chunks would
+    pass ``max_chunks`` raises LimitExceeded before any is written."""
     collections = list(collection_ids)
-    config = limits_config or limits.active()
     async with conn.transaction():
         # The row stays this attempt's until commit (a sweeper's UPDATE waits, then sees success).
         cur = await conn.execute(
@@ -179,8 +178,8 @@ async def store_chunks(
         )
         if await cur.fetchone() is None:
             raise ClaimLost(f"document {document_id} is no longer being ingested by this attempt")
-        if config is not None:
-            limits.check_chunks(config, await limits.lock_owner(conn, owner_id), len(texts))
+        if limits_config is not None:
+            storage.check_chunks(limits_config, await storage.lock_owner(conn, owner_id), len(texts))
         async with conn.cursor() as cur:
             async with cur.copy(
                 "COPY chunks (owner_id, id, document_id, collection_ids, chunk_order, text, metadata, embedding) "

@@ -36,6 +36,7 @@ import psycopg
 from croniter import croniter
 
 from ragkeep.config import IndicesConfig, MaintenanceConfig
+from ragkeep.errors import InternalError
 from ragkeep.maintenance import history
 from ragkeep.maintenance.history import MAINTENANCE_LOCK_ID, RunOptions
 from ragkeep.maintenance.reindex import CHUNKS, advise, reindex_vector_indexes
@@ -148,7 +149,8 @@ class Maintenance:
 
     async def _schedule_loop(self) -> None:
         schedule = self.config.vacuum_schedule
-        assert schedule is not None
+        if schedule is None:  # started only with a schedule
+            return
         log.info("maintenance scheduler started (vacuum_schedule %r)", schedule)
         while True:
             tick = next_tick(schedule, datetime.now(UTC))
@@ -219,7 +221,8 @@ class Maintenance:
             await history.sweep_interrupted(conn)
             tables = await resolve_tables(conn, options.tables)
             run = await history.claim(conn, task="vacuum", trigger="manual", options=options, tables=tables)
-            assert run is not None  # no scheduled_for: nothing to conflict with
+            if run is None:  # no scheduled_for: nothing to conflict with
+                raise InternalError("a manual maintenance run could not be recorded")
         except BaseException:
             await conn.close()
             raise

@@ -25,9 +25,10 @@ import psycopg
 from psycopg import sql
 
 from ragkeep.config import MaintenanceConfig
+from ragkeep.errors import InvalidInput
 
 
-class UnknownTables(ValueError):
+class UnknownTables(InvalidInput, ValueError):
     """Tables asked for that the schema does not have; ``names`` lists them."""
 
     def __init__(self, names: list[str], known: list[str]) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from ragkeep.errors import InvalidInput
 from ragkeep.text import text_problem
 
 MAX_DEPTH = 32
@@ -35,7 +36,7 @@ ARRAY_COLUMNS = {"collection_ids": "collection_ids", "collection_id": "collectio
 TIME_COLUMNS = {"created_at": "created_at"}
 
 
-class FilterError(ValueError):
+class FilterError(InvalidInput, ValueError):
     """An invalid filter; ``path`` names where, e.g. ``filters.$and[1].owner_id.$in``."""
 
     def __init__(self, path: str, message: str) -> None:

@@ -139,10 +139,12 @@ async def run_search(
         plan = await plan_search(conn, scope, filters.raw, config)
     params: dict[str, Any] = {"limit": limit, "offset": offset}
     if kind is not Kind.FULL_TEXT:
-        assert query_vector is not None
+        if query_vector is None:
+            raise ValueError(f"a {kind.value} search needs query_vector")
         params["q"] = query_vector
     if kind is not Kind.SEMANTIC:
-        assert query_text is not None
+        if query_text is None:
+            raise ValueError(f"a {kind.value} search needs query_text")
         params["text"] = websearch_text(query_text)
     wanted = limit + offset
     if kind is Kind.HYBRID:

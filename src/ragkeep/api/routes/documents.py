@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from ragkeep.api.deps import Limit, Offset, PrincipalDep, ServicesDep, require_owner
-from ragkeep.api.errors import ApiError
+from ragkeep.api.errors import ApiError, status_of
 from ragkeep.api.forms import check_form
 from ragkeep.api.guard import GuardedRoute
 from ragkeep.api.routes.retrieval import search_chunks, search_kind
@@ -27,8 +27,8 @@ from ragkeep.api.schemas import (
     SearchSettings,
 )
 from ragkeep.auth import collections as coll
-from ragkeep.auth import limits
 from ragkeep.auth.users import Principal
+from ragkeep.errors import Conflict, Forbidden, NotFound
 from ragkeep.ingest import store
 from ragkeep.ingest.parsers import UnsupportedDocumentType, detect_type
 from ragkeep.ingest.pipeline import (
@@ -39,6 +39,7 @@ from ragkeep.ingest.pipeline import (
     TextSource,
     Upload,
 )
+from ragkeep.limits import storage
 from ragkeep.search import chunks as chunk_listing
 from ragkeep.search.filters import CompiledFilter, FilterError, compile_filters
 from ragkeep.search.scope import Scope
@@ -112,8 +113,8 @@ async def _check_collections(services: ServicesDep, principal: Principal, ids: l
         for cid in ids:
             try:
                 await coll.authorize(conn, principal, cid, "manage")
-            except coll.CollectionError as e:
-                raise ApiError(e.status_code, f"collection_ids: {e.message}") from None
+            except (NotFound, Forbidden, Conflict) as e:  # named for the field, with the status of its class
+                raise ApiError(status_of(e), f"collection_ids: {e.message}") from None
 
 
 @router.post("", response_model=Results[IngestionOut], status_code=201)
@@ -141,19 +142,19 @@ async def create_document(
     cfg = services.settings.ingestion
     quota = services.settings.limits
     async with services.db.pool.connection() as conn:
-        owner = await limits.read_owner(conn, principal.id)
+        owner = await storage.read_owner(conn, principal.id)
     # Early and unlocked, to spare reading, parsing and embedding a document that cannot fit (it
     # has one chunk at least); the exact checks run under the owner's lock when writing.
-    limits.check_documents(quota, owner)
-    limits.check_chunks(quota, owner, 1)
+    storage.check_documents(quota, owner)
+    storage.check_chunks(quota, owner, 1)
     overrides = owner.overrides
-    if limits.exempt(quota, owner):
+    if storage.exempt(quota, owner):
         quota = quota.model_copy(update={"max_upload_size": None, "max_upload_size_by_type": {}})
         overrides = {}
 
     def check_size(size: int, field: str, file_type: str | None) -> None:
         """413 naming the limit that applies to this user and type (the server's ceiling caps all)."""
-        limits.check_upload_size(quota, overrides, file_type, cfg.max_file_size_bytes, size, field)
+        storage.check_upload_size(quota, overrides, file_type, cfg.max_file_size_bytes, size, field)
 
     title: str | None = None
     if file is not None:
@@ -174,11 +175,12 @@ async def create_document(
             raise ApiError(422, f"raw_text: {problem}")
         check_size(len(raw_text.encode()), "raw_text", "txt")
         doc_type, source = "txt", TextSource(raw_text)
-    else:
-        assert chunks is not None
+    elif chunks is not None:
         doc_type, source = "txt", ChunksSource(_chunks(chunks))
         check_size(sum(len(c.text.encode()) for c in source.chunks), "chunks", "txt")
-        limits.check_chunks(quota, owner, len(source.chunks))
+        storage.check_chunks(quota, owner, len(source.chunks))
+    else:  # the count above let exactly one through
+        raise RuntimeError("no document source, yet one was counted")
 
     await _check_collections(services, principal, coll_ids)
     upload = Upload(
@@ -189,29 +191,28 @@ async def create_document(
         title=title,
         metadata=meta,
         collection_ids=tuple(coll_ids),
+        limits=services.settings.limits,  # held to at the claim and the chunk write
     )
     ingestor = services.ingestor
     try:
         ingestor.validate(upload)
     except IngestionError as e:
         raise ApiError(422, str(e)) from None
-    # The configured limits reach the claim and the chunk write (and a background task made here).
-    with limits.applying(services.settings.limits):
-        try:
-            await ingestor.claim(upload)
-        except store.DuplicateDocument as e:
-            if e.foreign:  # say nothing of another owner's document (docs/ingestion.md, "Document ids")
-                raise ApiError(409, str(e)) from None
-            raise ApiError(409, str(e), document_id=str(e.existing_id)) from None
+    try:
+        await ingestor.claim(upload)
+    except store.DuplicateDocument as e:
+        if e.foreign:  # say nothing of another owner's document (docs/ingestion.md, "Document ids")
+            raise ApiError(409, str(e)) from None
+        raise ApiError(409, str(e), document_id=str(e.existing_id)) from None
 
-        if upload.size_in_bytes > cfg.background_threshold_bytes and isinstance(source, FileSource):
-            ingestor.process_in_background(upload)
-            out = IngestionOut(message="Ingestion task queued successfully.", task_id=doc_id, document_id=doc_id)
-            return JSONResponse(status_code=202, content=Results(results=out).model_dump(mode="json"))
-        try:
-            await ingestor.process(upload)
-        except IngestionError as e:  # a limit (max_chunks) propagates as LimitExceeded: 403
-            raise ApiError(422, str(e), document_id=str(doc_id)) from None
+    if upload.size_in_bytes > cfg.background_threshold_bytes and isinstance(source, FileSource):
+        ingestor.process_in_background(upload)
+        out = IngestionOut(message="Ingestion task queued successfully.", task_id=doc_id, document_id=doc_id)
+        return JSONResponse(status_code=202, content=Results(results=out).model_dump(mode="json"))
+    try:
+        await ingestor.process(upload)
+    except IngestionError as e:  # a limit (max_chunks) propagates as LimitExceeded: 403
+        raise ApiError(422, str(e), document_id=str(doc_id)) from None
     return Results(results=IngestionOut(message="Document created and ingested successfully.", document_id=doc_id))
 
 

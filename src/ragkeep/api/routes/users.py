@@ -15,7 +15,6 @@ from fastapi import APIRouter, Body, Depends, Form, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ragkeep.api import ratelimit
 from ragkeep.api.deps import BIGINT_MAX, Limit, Offset, PrincipalDep, ServicesDep, SuperuserDep, optional_principal
 from ragkeep.api.errors import ApiError
 from ragkeep.api.guard import GuardedRoute
@@ -32,10 +31,11 @@ from ragkeep.api.schemas import (
     UserCreate,
     UserOut,
 )
-from ragkeep.auth import api_keys, limits, throttle, tokens, users
+from ragkeep.auth import api_keys, throttle, tokens, users
 from ragkeep.auth.passwords import MIN_PASSWORD_LENGTH
 from ragkeep.auth.tokens import InvalidToken, TokenPair
 from ragkeep.auth.users import EmailTaken, LastSuperuser, Principal, User, UserUsage
+from ragkeep.limits import rates, storage
 from ragkeep.text import json_problem, text_problem
 
 router = APIRouter(prefix="/v3/users", tags=["users"], route_class=GuardedRoute)
@@ -46,7 +46,7 @@ _bearer = HTTPBearer(auto_error=False)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 #: ``limits_overrides`` keys (R2R's) holding a non-negative integer, or null for "the default".
-_INTEGER_OVERRIDES = frozenset(limits.STORAGE_KEYS.values()) | {
+_INTEGER_OVERRIDES = frozenset(storage.STORAGE_KEYS.values()) | {
     "global_per_min", "route_per_min", "monthly_limit", "max_file_size",
 }
 #: Rate limits are at least 1 (0 would lock the user out; deactivate them instead).
@@ -223,13 +223,13 @@ class UsageLimit(BaseModel):
     remaining: int
 
 
-class StorageLimits(BaseModel):
+class StorageLimitsOut(BaseModel):
     chunks: UsageLimit
     documents: UsageLimit
     collections: UsageLimit
 
 
-class RateLimits(BaseModel):
+class RateLimitsOut(BaseModel):
     global_per_min: int
     route_per_min: int | None
     monthly_limit: int
@@ -249,10 +249,10 @@ class RateUsage(BaseModel):
 class LimitsOut(BaseModel):
     """R2R's ``LimitsResponse`` (its client requires every ``limit`` to be an integer)."""
 
-    storage_limits: StorageLimits
-    system_defaults: RateLimits
+    storage_limits: StorageLimitsOut
+    system_defaults: RateLimitsOut
     user_overrides: dict[str, Any]
-    effective_limits: RateLimits
+    effective_limits: RateLimitsOut
     usage: RateUsage
 
 
@@ -427,7 +427,8 @@ async def change_password(
 async def me(principal: PrincipalDep, services: ServicesDep) -> Results[UserOut]:
     async with services.db.pool.connection() as conn:
         user = await users.get_user(conn, principal.id)
-    assert user is not None
+    if user is None:  # deleted since its credentials were checked
+        raise ApiError(404, f"user {principal.id} not found")
     return Results(results=user_out(user))
 
 
@@ -514,33 +515,33 @@ async def get_limits(user_id: uuid.UUID, principal: PrincipalDep, services: Serv
         if user is None:
             raise ApiError(404, f"user {user_id} not found")
         used = await users.usage_counts(conn, user_id)
-        requests = await ratelimit.current_usage(conn, user_id)
+        requests = await rates.current_usage(conn, user_id)
     overrides = user.limits_overrides or {}
-    storage = limits.storage_limits(config, overrides)
-    defaults = ratelimit.rate_limits(config, None, "")
-    effective = ratelimit.rate_limits(config, overrides, "")
+    quota = storage.storage_limits(config, overrides)
+    defaults = rates.rate_limits(config, None, "")
+    effective = rates.rate_limits(config, overrides, "")
     routes = {}
-    for route in ratelimit.limited_routes(config, overrides):
-        mine = ratelimit.rate_limits(config, overrides, route)
+    for route in rates.limited_routes(config, overrides):
+        mine = rates.rate_limits(config, overrides, route)
         routes[route] = RouteUsage(
             route_per_min=_usage(mine.route_per_min or mine.global_per_min, requests.get(("minute", route), 0)),
             monthly_limit=_usage(mine.route_monthly or mine.monthly_limit, requests.get(("month", route), 0)),
         )
-    every = ratelimit.ALL_ROUTES
+    every = rates.ALL_ROUTES
     return Results(
         results=LimitsOut(
-            storage_limits=StorageLimits(
-                documents=_usage(storage.documents, used["documents"]),
-                chunks=_usage(storage.chunks, used["chunks"]),
-                collections=_usage(storage.collections, used["collections"]),
+            storage_limits=StorageLimitsOut(
+                documents=_usage(quota.documents, used["documents"]),
+                chunks=_usage(quota.chunks, used["chunks"]),
+                collections=_usage(quota.collections, used["collections"]),
             ),
-            system_defaults=RateLimits(
+            system_defaults=RateLimitsOut(
                 global_per_min=defaults.global_per_min,
                 route_per_min=defaults.route_per_min,
                 monthly_limit=defaults.monthly_limit,
             ),
             user_overrides=overrides,
-            effective_limits=RateLimits(
+            effective_limits=RateLimitsOut(
                 global_per_min=effective.global_per_min,
                 route_per_min=effective.route_per_min,
                 monthly_limit=effective.monthly_limit,

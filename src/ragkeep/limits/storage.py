@@ -1,4 +1,4 @@
-"""Per-user quotas: what a user may store and upload, and the checks that keep them exact.
+"""Storage quotas: what a user may store and upload, and the checks that keep them exact.
 
 A limit is the user's ``limits_overrides`` value (set by a superuser, R2R's keys) or else the
 configured default (``[limits]``). Count limits are checked inside the transaction that writes,
@@ -7,43 +7,25 @@ of one owner takes that lock first, so two uploads at the limit cannot both see 
 more, whichever replica serves them. (The statement triggers that keep ``owner_stats`` exact
 already lock that row until commit; checking under the same lock costs no extra waiting.)
 
-Ingestion code below the API learns the configured defaults from :func:`applying` (a context
-variable the upload route sets), so code that ingests outside the API (benchmarks) is unlimited.
+The configured defaults are passed in (``config``) by whoever writes: the upload route puts them
+on the ingestion's ``Upload``, the collection route passes them to ``create_collection``; code
+that ingests without them (benchmarks) is unlimited.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
 from ragkeep.config import LimitsConfig
+from ragkeep.errors import QuotaExceeded, UploadTooLarge
 
 #: R2R's override keys for the storage limits (``limits_overrides``).
 STORAGE_KEYS = {"documents": "max_documents", "chunks": "max_chunks", "collections": "max_collections"}
-
-
-class LimitExceeded(Exception):
-    """A request refused by a limit; the API answers ``status_code`` with this message.
-
-    ``limit_name`` is the key that set the limit (``max_documents``, ``global_per_min`` ...),
-    ``used`` what the user had when refused, ``retry_after`` seconds for rate limits."""
-
-    def __init__(
-        self, status_code: int, limit_name: str, limit: int, used: int, message: str, retry_after: int | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.limit_name = limit_name
-        self.limit = limit
-        self.used = used
-        self.message = message
-        self.retry_after = retry_after
 
 
 def override(overrides: Mapping[str, Any] | None, key: str) -> int | None:
@@ -54,6 +36,8 @@ def override(overrides: Mapping[str, Any] | None, key: str) -> int | None:
 
 @dataclass(frozen=True)
 class StorageLimits:
+    """The storage limits that apply to one user (overrides, else the configured defaults)."""
+
     documents: int
     chunks: int
     collections: int
@@ -94,30 +78,10 @@ def check_upload_size(
 ) -> None:
     limit, name = upload_limit(config, overrides, file_type, ceiling)
     if size > limit:
-        raise LimitExceeded(
-            413, name, limit, size,
+        raise UploadTooLarge(
+            name, limit, size,
             f"{field}: the upload is {size:,} bytes and your limit is {limit:,} bytes ({name})",
         )
-
-
-# -- the configured defaults, for ingestion code below the API --------------------------------
-
-_active: ContextVar[LimitsConfig | None] = ContextVar("ragkeep_limits", default=None)
-
-
-@contextmanager
-def applying(config: LimitsConfig) -> Iterator[None]:
-    """Apply ``config``'s limits to ingestion started in this block, including background tasks
-    created in it (asyncio copies the context into a new task)."""
-    token = _active.set(config)
-    try:
-        yield
-    finally:
-        _active.reset(token)
-
-
-def active() -> LimitsConfig | None:
-    return _active.get()
 
 
 # -- the owner's lock and the count checks ------------------------------------------------------
@@ -154,7 +118,8 @@ async def lock_owner(conn: psycopg.AsyncConnection, owner_id: uuid.UUID) -> Owne
             "INSERT INTO owner_stats (owner_id) VALUES (%s) ON CONFLICT (owner_id) DO NOTHING", (owner_id,)
         )
         row = await (await conn.execute(_LOCK_OWNER_SQL, (owner_id,))).fetchone()
-    assert row is not None  # the INSERT above made it, and the users row is key-share locked by it
+    if row is None:  # the INSERT above made it, and it key-share locks the users row: a bug if so
+        raise RuntimeError(f"owner_stats of {owner_id} is missing after it was inserted")
     overrides = row[3] if isinstance(row[3], dict) else {}
     return OwnerState(owner_id, int(row[0]), int(row[1]), bool(row[2]), overrides)
 
@@ -180,33 +145,33 @@ def exempt(config: LimitsConfig, state: OwnerState) -> bool:
 
 
 def check_documents(config: LimitsConfig, state: OwnerState, adding: int = 1) -> None:
-    """403 unless the owner may have ``adding`` more documents (every row counts, failed ones too)."""
+    """QuotaExceeded unless the owner may have ``adding`` more documents (every row counts, failed ones too)."""
     if exempt(config, state):
         return
     limit = storage_limits(config, state.overrides).documents
     if state.documents + adding > limit:
-        raise LimitExceeded(
-            403, "max_documents", limit, state.documents,
+        raise QuotaExceeded(
+            "max_documents", limit, state.documents,
             f"max_documents: you have {state.documents:,} documents and your limit is {limit:,}; "
             "delete documents (failed ones count too) or ask a superuser to raise max_documents",
         )
 
 
 def check_chunks(config: LimitsConfig, state: OwnerState, adding: int) -> None:
-    """403 unless all ``adding`` chunks fit: a document that would pass the limit is refused whole."""
+    """QuotaExceeded unless all ``adding`` chunks fit: a document that would pass the limit is refused whole."""
     if exempt(config, state):
         return
     limit = storage_limits(config, state.overrides).chunks
     if state.chunks + adding > limit:
-        raise LimitExceeded(
-            403, "max_chunks", limit, state.chunks,
+        raise QuotaExceeded(
+            "max_chunks", limit, state.chunks,
             f"max_chunks: this document has {adding:,} chunks, you store {state.chunks:,} and your limit "
             f"is {limit:,} chunks; nothing of it was stored. Delete documents or ask a superuser to raise max_chunks",
         )
 
 
 async def check_collections(conn: psycopg.AsyncConnection, config: LimitsConfig, state: OwnerState) -> None:
-    """403 unless the owner may create one more collection; call with the owner locked."""
+    """QuotaExceeded unless the owner may create one more collection; call with the owner locked."""
     if exempt(config, state):
         return
     cur = await conn.execute("SELECT count(*) FROM collections WHERE owner_id = %s", (state.owner_id,))
@@ -214,8 +179,8 @@ async def check_collections(conn: psycopg.AsyncConnection, config: LimitsConfig,
     owned = int(row[0]) if row else 0
     limit = storage_limits(config, state.overrides).collections
     if owned + 1 > limit:
-        raise LimitExceeded(
-            403, "max_collections", limit, owned,
+        raise QuotaExceeded(
+            "max_collections", limit, owned,
             f"max_collections: you own {owned:,} collections and your limit is {limit:,}; "
             "delete one or ask a superuser to raise max_collections",
         )
