@@ -19,12 +19,14 @@ from ragkeep.db.database import open_database
 from ragkeep.embeddings import create_provider
 from ragkeep.indices.build import IndexBuilder
 from ragkeep.indices.promotion import AutoPromoter
+from ragkeep.indices.startup import begin_startup
 from ragkeep.ingest.pipeline import Ingestor
 from ragkeep.ingest.store import fail_interrupted
 from ragkeep.maintenance import Maintenance
 from ragkeep.monitoring.activity import ActivityMiddleware
 from ragkeep.monitoring.monitor import Monitor
 from ragkeep.monitoring.searches import SearchRecorder
+from ragkeep.search.planner import Planner
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +50,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tokens = TokenIssuer(secret, settings.auth.access_token_minutes, settings.auth.refresh_token_days)
             ingestor = Ingestor(db.pool, embedder, settings.ingestion)
             await ingestor.start(db.url)  # this replica's lease; sweeps dead replicas' documents
-            indexes = IndexBuilder(db.url, settings.indices)
-            indexes.begin_startup()  # repair invalid vector indexes, then warm them (background)
+            planner = Planner()  # this app's index directory and counts; builds and drops refresh it
+            indexes = IndexBuilder(db.url, settings.indices, planner)
+            begin_startup(indexes)  # repair invalid vector indexes, then warm them (background)
             promoter = AutoPromoter(settings, indexes)
             promoter.start()  # when [indices] auto_promote_threshold is set
             monitor = Monitor(settings.metrics, db.pool, db.url, tokens)  # Prometheus, request activity, snapshots
             searches = SearchRecorder(db.pool, settings.metrics.flush_seconds, observer=monitor.metrics.observe_search)
             searches.start()
-            app.state.services = Services(settings, db, embedder, tokens, ingestor, indexes, searches)
+            app.state.services = Services(settings, db, embedder, tokens, ingestor, indexes, searches, planner)
             app.state.services.maintenance = maintenance = Maintenance(settings.database.maintenance, db.url, settings.indices)
             maintenance.start()  # every replica schedules; maintenance_runs lets one run each tick
             app.state.services.monitor = monitor

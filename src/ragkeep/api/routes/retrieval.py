@@ -78,6 +78,7 @@ async def search_chunks(body: SearchRequest, principal: PrincipalDep, services: 
                 c.probes if "probes" in c.model_fields_set else None,
             ),
             config=services.settings.search,
+            planner=services.planner,
         )
         db_ms = (time.perf_counter() - db_started) * 1000
     plan = outcome.plan
