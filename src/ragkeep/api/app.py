@@ -23,9 +23,10 @@ from ragkeep.indices.startup import begin_startup
 from ragkeep.ingest.pipeline import Ingestor
 from ragkeep.ingest.store import fail_interrupted
 from ragkeep.maintenance import Maintenance
-from ragkeep.monitoring.activity import ActivityMiddleware
+from ragkeep.monitoring.middleware import ActivityMiddleware
 from ragkeep.monitoring.monitor import Monitor
 from ragkeep.monitoring.searches import SearchRecorder
+from ragkeep.monitoring.traffic import observed_off_peak_hour
 from ragkeep.search.planner import Planner
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             planner = Planner()  # this app's index directory and counts; builds and drops refresh it
             indexes = IndexBuilder(db.url, settings.indices, planner)
             begin_startup(indexes)  # repair invalid vector indexes, then warm them (background)
-            promoter = AutoPromoter(settings, indexes)
+            promoter = AutoPromoter(settings, indexes, observed_off_peak_hour)
             promoter.start()  # when [indices] auto_promote_threshold is set
             monitor = Monitor(settings.metrics, db.pool, db.url, tokens)  # Prometheus, request activity, snapshots
             searches = SearchRecorder(db.pool, settings.metrics.flush_seconds, observer=monitor.metrics.observe_search)

@@ -17,6 +17,7 @@ from ragkeep.indices.advice import advise
 from ragkeep.indices.build import IndexSpec, IndexSpecError, Measure, Method
 from ragkeep.indices.catalog import has_extension, list_vector_indexes
 from ragkeep.indices.tenant import owner_from_filters
+from ragkeep.monitoring.traffic import search_traffic
 from ragkeep.text import JsonError, parse_json
 
 router = APIRouter(prefix="/v3/indices", tags=["indices"], route_class=GuardedRoute)
@@ -158,7 +159,8 @@ async def advice(_: SuperuserDep, services: ServicesDep) -> Results[dict[str, An
     """Do you need vector indexes? From live vector counts and the last 7 days of searches."""
     await services.searches.flush()  # include this replica's latest searches
     async with services.db.pool.connection() as conn:
-        return Results(results=await advise(conn, services.settings, services.embedder.dimension))
+        traffic = await search_traffic(conn)
+        return Results(results=await advise(conn, services.settings, services.embedder.dimension, traffic))
 
 
 @router.post("/{table_name}/{index_name}/warm", response_model=Results[IndexOut])
