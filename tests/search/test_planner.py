@@ -158,7 +158,7 @@ def test_a_selective_filter_never_comes_back_short(data) -> None:
 
 
 def test_hybrid_over_a_large_scope_matches_the_exact_semantic_ranks(data) -> None:
-    url, large, q = data["url"], data["large"], data["queries"][2]
+    large, q = data["large"], data["queries"][2]
     out = search(data, Scope(large.id), q, kind=Kind.HYBRID, limit=10)
     exact = search(data, Scope(large.id), q, kind=Kind.HYBRID, limit=10, strategy=Strategy.EXACT)
     assert out.plan.strategy is Strategy.ITERATIVE
@@ -268,7 +268,7 @@ def test_naming_another_owner_does_not_plan_on_their_count(data) -> None:
     """A user who pins the search to someone else's id sees none of their rows (the scope) and must
     not learn their size either: the plan, the recorded scope size and so the latency follow the
     caller's own scope, not the named owner's."""
-    url, large, small, q = data["url"], data["large"], data["small"], data["queries"][0]
+    large, small, q = data["large"], data["small"], data["queries"][0]
     out = search(data, Scope(small.id), q, {"owner_id": {"$eq": str(large.id)}})
     assert out.rows == []
     assert out.plan.strategy is Strategy.EXACT and out.plan.scope_size in (0, SMALL)
