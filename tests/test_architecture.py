@@ -8,7 +8,8 @@ it costs nothing at run time). Checked: every package is in the table; every arr
 packages is allowed; the packages form no cycle; the modules of one package form no cycle; the
 diagram in the document shows the arrows as they are.
 
-``python -m tests.test_architecture`` prints the arrows found and the diagram to paste.
+``python -m tests.test_architecture`` prints the arrows found and the diagram; with ``--write`` it
+puts the diagram into the document.
 """
 
 from __future__ import annotations
@@ -249,7 +250,7 @@ def test_the_diagram_shows_the_arrows_as_they_are() -> None:
     text = DOC.read_text(encoding="utf-8")
     drawn = "\n".join(_section(text, "diagram"))
     assert drawn == diagram(SRC, text), (
-        "the diagram in docs/architecture.md is out of date; paste the one `python -m tests.test_architecture` prints"
+        "the diagram in docs/architecture.md is out of date: python -m tests.test_architecture --write"
     )
 
 
@@ -321,10 +322,22 @@ def test_an_unknown_package_fails(tree: Path) -> None:
     ]
 
 
-if __name__ == "__main__":  # print what is, to update the document
+def write_diagram() -> None:
+    """Replace the document's diagram with the arrows as they are."""
+    text = DOC.read_text(encoding="utf-8")
+    begin, end = "<!-- diagram:begin -->", "<!-- diagram:end -->"
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    DOC.write_text(f"{head}{begin}\n{diagram(SRC, text)}\n{end}{tail}", encoding="utf-8")
+
+
+if __name__ == "__main__":  # what is: the arrows, the violations, the diagram (--write: into the document)
     doc = DOC.read_text(encoding="utf-8")
     for (a, b), via in sorted(package_arrows(module_graph(SRC)).items()):
         print(f"{a} -> {b}: {', '.join(sorted({s for s, _ in via}))}")
     print("\n".join(violations(SRC, doc)) or "no violations")
-    print(diagram(SRC, doc))
-    sys.exit(0)
+    if "--write" in sys.argv:
+        write_diagram()
+        print(f"wrote the diagram into {DOC.relative_to(ROOT)}")
+    else:
+        print(diagram(SRC, doc))

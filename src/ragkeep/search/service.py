@@ -117,6 +117,7 @@ async def run_search(
     scope: Scope,
     filters: CompiledFilter,
     *,
+    planner: Planner,
     limit: int,
     offset: int = 0,
     query_text: str | None = None,
@@ -126,15 +127,13 @@ async def run_search(
     config: SearchConfig | None = None,
     strategy: Strategy | None = None,
     explain: bool = False,
-    planner: Planner | None = None,
 ) -> SearchOutcome:
     """Rows with id, document_id, owner_id, collection_ids, text, metadata, score (and ranks for
     hybrid), and the plan that produced them. ``strategy`` overrides the planner (benchmarks);
     ``explain`` also runs EXPLAIN ANALYZE of the final statement (tests, benchmarks). ``planner``
-    is the application's (``Services.planner``), which remembers the index directory and small
-    owners' counts between searches; without one, a planner that remembers nothing plans this search."""
+    is the application's (``Services.planner``): it remembers the index directory and small owners'
+    counts between searches (required, so that no caller plans without that memory by mistake)."""
     config = config or SearchConfig()
-    planner = planner or Planner()
     if kind is Kind.FULL_TEXT:
         plan = Plan(Strategy.EXACT, 0, owner=pinned_owner(scope, filters.raw))  # no vectors involved
     elif strategy is not None:
