@@ -534,6 +534,8 @@ class Runner:
         self.raw: psycopg.AsyncConnection | None = None
         self.planner: psycopg.AsyncConnection | None = None
         self._run_search: Callable[..., Awaitable[Any]] | None = None
+        #: run_search's ``planner`` (the app's caches, as Services.planner holds them), where it has one.
+        self._planner_kw: dict[str, Any] = {}
         self._api: tuple[Any, Any, Any] = (None, None, None)
 
     async def open(self) -> None:
@@ -558,6 +560,10 @@ class Runner:
 
             self.planner = self.raw
             self._run_search = run_search
+            if "planner" in inspect.signature(run_search).parameters:
+                from ragkeep.search.planner import Planner
+
+                self._planner_kw = {"planner": Planner()}
             self._api = (compile_filters, Kind, Scope)
 
     async def close(self) -> None:
@@ -587,7 +593,8 @@ class Runner:
         t = time.perf_counter()
         extra = {"strategy": case.planned} if forced else {}
         outcome = await self._run_search(conn, Kind.SEMANTIC, Scope(owner_id=case.owner), compile_filters({}),
-                                         limit=LIMIT, query_vector=case.vector, config=self.config, **extra)
+                                         limit=LIMIT, query_vector=case.vector, config=self.config, **extra,
+                                         **self._planner_kw)
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             await conn.commit()  # what a request pays when its connection goes back to the pool
         dt = time.perf_counter() - t
@@ -603,7 +610,8 @@ class Runner:
         conn = self.planner
         assert conn is not None and self._run_search is not None
         outcome = await self._run_search(conn, Kind.SEMANTIC, Scope(owner_id=case.owner), compile_filters({}),
-                                         limit=LIMIT, query_vector=case.vector, config=self.config, explain=True)
+                                         limit=LIMIT, query_vector=case.vector, config=self.config, explain=True,
+                                         **self._planner_kw)
         await conn.rollback()
         plan = outcome.plan
         return str(getattr(plan.strategy, "value", plan.strategy)), bool(plan.fallback), outcome.explain or []

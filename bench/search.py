@@ -75,6 +75,7 @@ from ragkeep.search.filters import compile_filters  # noqa: E402
 from ragkeep.search.queries import Kind, build_search_sql  # noqa: E402
 from ragkeep.search.scope import Scope  # noqa: E402
 from ragkeep.search.queries import Strategy  # noqa: E402
+from ragkeep.search.planner import Planner  # noqa: E402
 from ragkeep.search.service import HybridParams, run_search  # noqa: E402
 from tests.support import ADMIN_EMAIL, ServerThread, make_settings  # noqa: E402
 
@@ -266,6 +267,7 @@ class Bench:
         self.raw.autocommit = True
         self.loop = asyncio.new_event_loop()
         self.pool = self.loop.run_until_complete(self._open_pool())
+        self.planner = Planner()  # what remembers the index directory and counts, as Services.planner
 
     async def _open_pool(self):  # type: ignore[no-untyped-def]
         from pgvector.psycopg import register_vector_async
@@ -304,7 +306,8 @@ class Bench:
             t = time.perf_counter()
             async with self.pool.connection() as conn:
                 outcome = await run_search(conn, kind, scope, compile_filters({}), limit=LIMIT, query_text=query,
-                                           query_vector=self.vectors[query], hybrid=HybridParams())
+                                           query_vector=self.vectors[query], hybrid=HybridParams(),
+                                           planner=self.planner)
             return time.perf_counter() - t, len(outcome.rows)
 
         return self.loop.run_until_complete(go())

@@ -16,9 +16,10 @@ from pgvector.psycopg import register_vector_async
 from psycopg_pool import AsyncConnectionPool
 
 from ragkeep.config import Settings
-from ragkeep.indices.advice import advise, off_peak_hour
+from ragkeep.indices.advice import advise
 from ragkeep.indices.memory import hnsw_bytes
 from ragkeep.monitoring.searches import SearchRecorder
+from ragkeep.monitoring.traffic import off_peak_hour, search_traffic
 from tests.search.synthetic import DIM, add_chunks, unit
 from tests.support import fresh_database
 
@@ -49,7 +50,7 @@ def run_advice(url: str, settings: Settings) -> dict[str, Any]:
     async def go() -> dict[str, Any]:
         async with await psycopg.AsyncConnection.connect(url) as conn:
             await register_vector_async(conn)
-            return await advise(conn, settings, DIM)
+            return await advise(conn, settings, DIM, await search_traffic(conn))
 
     return asyncio.run(go())
 

@@ -13,6 +13,7 @@ import pytest
 from ragkeep.config import Settings
 from ragkeep.indices.build import IndexBuilder
 from ragkeep.indices.promotion import AutoPromoter
+from ragkeep.monitoring.traffic import observed_off_peak_hour
 from tests.indices.test_advice import make_users
 from tests.search.synthetic import DIM
 from tests.support import fresh_database
@@ -44,10 +45,10 @@ def test_promotes_the_largest_user_in_its_hour_once_and_one_build_at_a_time(db: 
     async def go() -> None:
         builder = IndexBuilder(db, settings.indices)
         try:
-            elsewhere = AutoPromoter(promoting(settings, (now.hour + 1) % 24), builder)
+            elsewhere = AutoPromoter(promoting(settings, (now.hour + 1) % 24), builder, observed_off_peak_hour)
             assert await elsewhere.run_once(now) is None  # not the promotion hour
             assert registered(db) == []
-            replicas = [AutoPromoter(promoting(settings, now.hour), builder) for _ in range(3)]
+            replicas = [AutoPromoter(promoting(settings, now.hour), builder, observed_off_peak_hour) for _ in range(3)]
             got = [g for g in await asyncio.gather(*(r.run_once(now) for r in replicas)) if g is not None]
             # The largest first; a replica arriving after that build finished may promote the next
             # one, but builds never overlap.

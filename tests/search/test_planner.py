@@ -16,11 +16,11 @@ from pgvector.psycopg import register_vector_async
 
 from ragkeep.config import SearchConfig
 from ragkeep.search.filters import compile_filters
-from ragkeep.search.planner import filtered_owner, invalidate_directory, pinned_owner
+from ragkeep.search.planner import Planner, filtered_owner, pinned_owner
 from ragkeep.search.queries import Kind, Strategy
 from ragkeep.search.scope import Scope
 from ragkeep.search.service import IndexParams, SearchOutcome, run_search
-from tests.support import register
+from tests.support import ServerThread, register
 from tests.search.synthetic import DIM, add_chunks, exact_top, unit
 
 LARGE, SMALL, RARE = 3000, 60, 3
@@ -30,8 +30,11 @@ OWNER = "ix_test_planner_owner"
 
 
 @pytest.fixture(scope="module")
-def data(base_url, settings) -> Iterator[dict[str, Any]]:
+def data(server: ServerThread, base_url, settings) -> Iterator[dict[str, Any]]:
     url = settings.database.url
+    # The session server's planner: these tests plan with it, and tell it of indexes made behind
+    # ragkeep's back (else seen within DIRECTORY_TTL), as a build through the API would.
+    planner: Planner = server.services.planner
     rng = np.random.default_rng(7)
     centres = rng.standard_normal((40, DIM))
     large, small = register(base_url, "planner-large"), register(base_url, "planner-small")
@@ -40,26 +43,28 @@ def data(base_url, settings) -> Iterator[dict[str, Any]]:
     add_chunks(url, small.id, unit(rng, SMALL, centres[8:10]))
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"CREATE INDEX {GLOBAL} ON chunks USING hnsw (embedding vector_cosine_ops)")
-    invalidate_directory()  # indexes made behind ragkeep's back are otherwise seen within DIRECTORY_TTL
+    planner.invalidate()  # indexes made behind ragkeep's back are otherwise seen within DIRECTORY_TTL
     queries = unit(rng, 5, centres[:8], spread=0.5)
-    yield {"url": url, "large": large, "small": small, "queries": queries}
+    yield {"url": url, "large": large, "small": small, "queries": queries, "planner": planner}
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"DROP INDEX IF EXISTS {GLOBAL}")
         conn.execute(f"DROP INDEX IF EXISTS {OWNER}")
         conn.execute("DELETE FROM tenant_indexes WHERE index_name = %s", (OWNER,))
-    invalidate_directory()
+    planner.invalidate()
     large.client.close()
     small.client.close()
 
 
-def search(url: str, scope: Scope, q: np.ndarray, filters: dict | None = None, *, config: SearchConfig = CONFIG,
-           kind: Kind = Kind.SEMANTIC, limit: int = 10, runs: int = 1, **kw: Any) -> SearchOutcome:
+def search(data: dict[str, Any], scope: Scope, q: np.ndarray, filters: dict | None = None, *,
+           config: SearchConfig = CONFIG, kind: Kind = Kind.SEMANTIC, limit: int = 10, runs: int = 1,
+           **kw: Any) -> SearchOutcome:
     async def go() -> SearchOutcome:
-        async with await psycopg.AsyncConnection.connect(url) as conn:
+        async with await psycopg.AsyncConnection.connect(data["url"]) as conn:
             await register_vector_async(conn)
             for _ in range(runs):
                 out = await run_search(conn, kind, scope, compile_filters(filters or {}), limit=limit,
-                                       query_vector=q, query_text="synthetic", config=config, **kw)
+                                       query_vector=q, query_text="synthetic", config=config,
+                                       planner=data["planner"], **kw)
                 await conn.commit()
             return out
 
@@ -113,7 +118,7 @@ def test_pinned_owner_is_the_one_owner_a_search_reads() -> None:
 
 def test_small_scope_is_an_exact_scan_with_every_true_neighbour(data) -> None:
     q, small = data["queries"][0], data["small"]
-    out = search(data["url"], Scope(small.id), q, explain=True)
+    out = search(data, Scope(small.id), q, explain=True)
     assert out.plan.strategy is Strategy.EXACT and out.plan.scope_size == SMALL
     assert GLOBAL not in index_scans(out.explain)
     assert [r["id"] for r in out.rows] == exact_top(data["url"], small.id, q)
@@ -123,7 +128,7 @@ def test_large_scope_uses_the_global_index_with_an_iterative_scan(data) -> None:
     url, large = data["url"], data["large"]
     recalls = []
     for q in data["queries"]:
-        out = search(url, Scope(large.id), q, explain=True)
+        out = search(data, Scope(large.id), q, explain=True)
         assert out.plan.strategy is Strategy.ITERATIVE and not out.plan.fallback, out.plan
         assert out.plan.scope_size == LARGE
         assert GLOBAL in index_scans(out.explain)
@@ -141,21 +146,21 @@ def test_a_selective_filter_never_comes_back_short(data) -> None:
     url, large, q = data["url"], data["large"], data["queries"][1]
     rare = {"metadata.tag": {"$eq": "rare"}}
     plain = SearchConfig(exact_threshold=500, iterative_scan="off", exact_fallback=False)
-    r2r = search(url, Scope(large.id), q, rare, config=plain, strategy=Strategy.INDEX)
+    r2r = search(data, Scope(large.id), q, rare, config=plain, strategy=Strategy.INDEX)
     assert len(r2r.rows) < RARE  # the failure this planner exists for (can fail if pgvector changes)
-    out = search(url, Scope(large.id), q, rare)
+    out = search(data, Scope(large.id), q, rare)
     assert [r["id"] for r in out.rows] == exact_top(url, large.id, q, tag="rare")
     assert len(out.rows) == RARE
     no_fallback = SearchConfig(exact_threshold=500, exact_fallback=False, max_scan_tuples=50_000)
-    iterative = search(url, Scope(large.id), q, rare, config=no_fallback)
+    iterative = search(data, Scope(large.id), q, rare, config=no_fallback)
     assert iterative.plan.strategy is Strategy.ITERATIVE
     assert {r["id"] for r in iterative.rows} == {r["id"] for r in out.rows}  # iterative scan alone finds them
 
 
 def test_hybrid_over_a_large_scope_matches_the_exact_semantic_ranks(data) -> None:
-    url, large, q = data["url"], data["large"], data["queries"][2]
-    out = search(url, Scope(large.id), q, kind=Kind.HYBRID, limit=10)
-    exact = search(url, Scope(large.id), q, kind=Kind.HYBRID, limit=10, strategy=Strategy.EXACT)
+    large, q = data["large"], data["queries"][2]
+    out = search(data, Scope(large.id), q, kind=Kind.HYBRID, limit=10)
+    exact = search(data, Scope(large.id), q, kind=Kind.HYBRID, limit=10, strategy=Strategy.EXACT)
     assert out.plan.strategy is Strategy.ITERATIVE
     assert out.semantic_found == 10
     overlap = {r["id"] for r in out.rows} & {r["id"] for r in exact.rows}
@@ -173,26 +178,26 @@ def ef_index(data) -> Iterator[str]:
         )
         conn.execute("INSERT INTO tenant_indexes (index_name, owner_id, measure) VALUES (%s, %s, 'cosine_distance')",
                      (name, large.id))
-    invalidate_directory()
+    data["planner"].invalidate()
     yield name
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"DROP INDEX {name}")
         conn.execute("DELETE FROM tenant_indexes WHERE index_name = %s", (name,))
-    invalidate_directory()
+    data["planner"].invalidate()
 
 
 def test_ef_search_is_applied_for_the_transaction_only(data, ef_index) -> None:
     """pgvector's plain HNSW scan returns at most ef_search rows: the setting reached the scan."""
     url, large, q = data["url"], data["large"], data["queries"][3]
     plain = SearchConfig(exact_threshold=500, iterative_scan="off", exact_fallback=False)
-    assert len(search(url, Scope(large.id), q, config=plain, index=IndexParams(ef_search=4)).rows) == 4
-    assert len(search(url, Scope(large.id), q, config=plain, index=IndexParams(ef_search=40)).rows) == 10
+    assert len(search(data, Scope(large.id), q, config=plain, index=IndexParams(ef_search=4)).rows) == 4
+    assert len(search(data, Scope(large.id), q, config=plain, index=IndexParams(ef_search=40)).rows) == 10
 
     async def setting_after() -> tuple[str, str]:
         async with await psycopg.AsyncConnection.connect(url) as conn:
             await register_vector_async(conn)
             await run_search(conn, Kind.SEMANTIC, Scope(large.id), compile_filters({}), limit=10, query_vector=q,
-                             config=CONFIG, index=IndexParams(ef_search=77))
+                             config=CONFIG, index=IndexParams(ef_search=77), planner=data["planner"])
             inside = (await (await conn.execute("SELECT current_setting('hnsw.ef_search')")).fetchone())[0]
             await conn.commit()
             after = (await (await conn.execute("SELECT current_setting('hnsw.ef_search')")).fetchone())[0]
@@ -209,33 +214,33 @@ def test_promoted_owner_uses_its_partial_index_even_after_many_executions(data) 
         )
         conn.execute("INSERT INTO tenant_indexes (index_name, owner_id, measure) VALUES (%s, %s, 'cosine_distance')",
                      (OWNER, large.id))
-    invalidate_directory()
-    out = search(url, Scope(large.id), q, explain=True)
+    data["planner"].invalidate()
+    out = search(data, Scope(large.id), q, explain=True)
     assert out.plan.strategy is Strategy.OWNER_INDEX
     assert index_scans(out.explain) == [OWNER]
     assert len({r["id"] for r in out.rows} & set(exact_top(url, large.id, q))) >= 9
     # psycopg prepares a statement after 5 runs; a generic plan could not use the partial index.
     before = idx_scan(url, OWNER)
-    search(url, Scope(large.id), q, runs=8)
+    search(data, Scope(large.id), q, runs=8)
     after = idx_scan(url, OWNER)
     assert after - before == 8
     # A superuser pinning the search to this owner gets the same plan; another owner does not.
-    pinned = search(url, Scope(None), q, {"user_id": {"$eq": str(large.id)}}, explain=True)
+    pinned = search(data, Scope(None), q, {"user_id": {"$eq": str(large.id)}}, explain=True)
     assert pinned.plan.strategy is Strategy.OWNER_INDEX and pinned.plan.scope_size == LARGE
     assert index_scans(pinned.explain) == [OWNER]
-    other = search(url, Scope(None), q, {"user_id": {"$eq": str(small.id)}})
+    other = search(data, Scope(None), q, {"user_id": {"$eq": str(small.id)}})
     assert other.plan.strategy is Strategy.EXACT and other.plan.scope_size == SMALL
     assert [r["id"] for r in other.rows] == exact_top(url, small.id, q)
     # An invalid (or dropped) index is not chosen.
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"DROP INDEX {OWNER}")
-    invalidate_directory()
-    assert search(url, Scope(large.id), q).plan.strategy is Strategy.ITERATIVE
+    data["planner"].invalidate()
+    assert search(data, Scope(large.id), q).plan.strategy is Strategy.ITERATIVE
 
 
 def test_unfiltered_superuser_scope_counts_every_vector(data) -> None:
     url, q = data["url"], data["queries"][0]
-    out = search(url, Scope(None), q)
+    out = search(data, Scope(None), q)
     with psycopg.connect(url) as conn:
         total = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
     assert out.plan.scope_size == total and out.plan.strategy is Strategy.ITERATIVE
@@ -263,8 +268,8 @@ def test_naming_another_owner_does_not_plan_on_their_count(data) -> None:
     """A user who pins the search to someone else's id sees none of their rows (the scope) and must
     not learn their size either: the plan, the recorded scope size and so the latency follow the
     caller's own scope, not the named owner's."""
-    url, large, small, q = data["url"], data["large"], data["small"], data["queries"][0]
-    out = search(url, Scope(small.id), q, {"owner_id": {"$eq": str(large.id)}})
+    large, small, q = data["large"], data["small"], data["queries"][0]
+    out = search(data, Scope(small.id), q, {"owner_id": {"$eq": str(large.id)}})
     assert out.rows == []
     assert out.plan.strategy is Strategy.EXACT and out.plan.scope_size in (0, SMALL)
     assert out.plan.scope_size != LARGE

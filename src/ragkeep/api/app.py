@@ -20,12 +20,15 @@ from ragkeep.db.database import open_database
 from ragkeep.embeddings import create_provider
 from ragkeep.indices.build import IndexBuilder
 from ragkeep.indices.promotion import AutoPromoter
+from ragkeep.indices.startup import begin_startup
 from ragkeep.ingest.pipeline import Ingestor
 from ragkeep.ingest.store import fail_interrupted
 from ragkeep.maintenance import Maintenance
-from ragkeep.monitoring.activity import ActivityMiddleware
+from ragkeep.monitoring.middleware import ActivityMiddleware
 from ragkeep.monitoring.monitor import Monitor
 from ragkeep.monitoring.searches import SearchRecorder
+from ragkeep.monitoring.traffic import observed_off_peak_hour
+from ragkeep.search.planner import Planner
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +56,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     log.warning("marked %d interrupted ingestions as failed", interrupted)
             tokens = TokenIssuer(secret, settings.auth.access_token_minutes, settings.auth.refresh_token_days)
             ingestor = Ingestor(db.pool, embedder, settings.ingestion)  # ConfigError here, before any task
-            indexes = IndexBuilder(db.url, settings.indices)
-            promoter = AutoPromoter(settings, indexes)
+            planner = Planner()  # this app's index directory and counts; builds and drops refresh it
+            indexes = IndexBuilder(db.url, settings.indices, planner)
+            promoter = AutoPromoter(settings, indexes, observed_off_peak_hour)
             monitor = Monitor(settings.metrics, db.pool, db.url, tokens)  # Prometheus, request activity, snapshots
             searches = SearchRecorder(db.pool, settings.metrics.flush_seconds, observer=monitor.metrics.observe_search)
             maintenance = Maintenance(settings.database.maintenance, db.url, settings.indices)
@@ -62,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ("the monitor", monitor.start, monitor.stop),  # its stop writes the last activity
                 ("the search recorder", searches.start, searches.stop),
                 # repair invalid vector indexes, then warm them (background); drain cancels builds
-                ("the index builder", indexes.begin_startup, indexes.drain),
+                ("the index builder", lambda: begin_startup(indexes), indexes.drain),
                 # this replica's lease, the dead replicas' sweep; drain cancels ingestions, kills parsers
                 ("the ingestor", lambda: ingestor.start(db.url), ingestor.drain),
                 # every replica schedules; maintenance_runs lets one run each tick
@@ -71,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ):
                 await stack.enter_async_context(service(name, start=start, stop=stop))
             app.state.services = Services(
-                settings, db, embedder, tokens, ingestor, indexes, searches, maintenance=maintenance, monitor=monitor
+                settings, db, embedder, tokens, ingestor, indexes, searches, planner, maintenance=maintenance, monitor=monitor
             )
             where = f"embedded PostgreSQL in {settings.pgdata}" if db.is_embedded else "external PostgreSQL"
             log.info("ragkeep %s ready on %s with %s", __version__, where, embedder.model_name)

@@ -13,6 +13,7 @@ from ragkeep.auth.api_keys import verify_api_key
 from ragkeep.auth.tokens import InvalidToken
 from ragkeep.auth.users import Principal, load_principal
 from ragkeep.monitoring.activity import PRINCIPAL_STATE_KEY
+from ragkeep.search.scope import Scope
 
 _bearer = HTTPBearer(auto_error=False)
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False)
@@ -82,6 +83,14 @@ async def superuser(principal: PrincipalDep) -> Principal:
 
 
 SuperuserDep = Annotated[Principal, Depends(superuser)]
+
+
+def scope_of(principal: Principal) -> Scope:
+    """The rows ``principal`` may read: everything for a superuser, else their own and their
+    collections'."""
+    if principal.is_superuser:
+        return Scope(owner_id=None)
+    return Scope(owner_id=principal.id, collection_ids=principal.collection_ids)
 
 
 def require_owner(principal: Principal, owner_id: object, what: str, action: str) -> None:

@@ -14,6 +14,7 @@ from ragkeep.ingest.pipeline import Ingestor
 from ragkeep.maintenance import Maintenance
 from ragkeep.monitoring.monitor import Monitor
 from ragkeep.monitoring.searches import SearchRecorder
+from ragkeep.search.planner import Planner
 
 
 @dataclass
@@ -25,6 +26,8 @@ class Services:
     ingestor: Ingestor
     indexes: IndexBuilder
     searches: SearchRecorder
+    #: The search planner's caches (index directory, small owners' counts), one per app.
+    planner: Planner
     started_at: float = field(default_factory=time.time)
     maintenance: Maintenance | None = None
     monitor: Monitor | None = None

@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from ragkeep.auth.principal import Principal
 from ragkeep.config import LimitsConfig
 from ragkeep.db.paging import fetch_page
 from ragkeep.errors import Conflict, Forbidden, InternalError, NotFound
 from ragkeep.limits import storage
-if TYPE_CHECKING:
-    from ragkeep.auth.users import Principal
 
 #: R2R reports knowledge-graph state per collection; ragkeep builds no graphs.
 GRAPH_STATUS = "pending"

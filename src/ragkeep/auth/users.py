@@ -1,4 +1,5 @@
-"""Users and the caller's identity (``Principal``): the SQL that owns the users table."""
+"""Users and the caller's identity (loading a :class:`~.principal.Principal`): the SQL that owns the
+users table."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from psycopg.types.json import Jsonb
 
 from ragkeep.auth import collections as collections_sql
 from ragkeep.auth.passwords import hash_password, verify_password
+from ragkeep.auth.principal import Principal as Principal  # re-exported: callers import it from here
 from ragkeep.errors import Conflict, InternalError, NotFound
 
 log = logging.getLogger(__name__)
@@ -75,16 +77,6 @@ class UserUsage:
 
     num_files: int
     total_size_in_bytes: int
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is asking, and what they may read: their own rows and their collections'."""
-
-    id: uuid.UUID
-    email: str
-    is_superuser: bool
-    collection_ids: tuple[uuid.UUID, ...]
 
 
 _SELECT_USER = f"""

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 from rich.text import Text
 
-from ragkeep.cli.main import ApiKey, BaseUrl, Connection, Email, Password, call, connect, err, fail, out
+from ragkeep.cli.common import ApiKey, BaseUrl, Connection, Email, Password, call, connect, err, fail, out
 
 if TYPE_CHECKING:
     from ragkeep.client import Client

@@ -1,10 +1,8 @@
 """``ragkeep vacuum`` and ``ragkeep status``: the maintenance routes from the terminal.
 
-The commands are added by :func:`register` (called at the end of ``cli/main.py``) rather than
-imported from it at module level, because ``main`` imports this module: the shared options and
-helpers are imported when ``register`` runs, by which time ``main`` has defined them all. (No
-``from __future__ import annotations`` here: typer evaluates the commands' annotations, and the
-options they use are local to ``register``.)
+The commands are added to the ``ragkeep`` command by :func:`register` (``cli/main.py`` calls it);
+the shared options and helpers come from ``cli/common.py``. (No ``from __future__ import
+annotations`` here: typer evaluates the commands' annotations.)
 """
 
 import json
@@ -14,6 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 from rich.text import Text
+
+from ragkeep.cli.common import ApiKey, BaseUrl, Connection, Email, Password, call, connect, err, out
 
 if TYPE_CHECKING:
     from ragkeep.client import Client
@@ -110,7 +110,6 @@ def summary_line(run: dict[str, Any], children: list[dict[str, Any]]) -> Text:
 
 def register(app: typer.Typer) -> None:
     """Add ``vacuum`` and ``status`` to the ``ragkeep`` command."""
-    from ragkeep.cli.main import ApiKey, BaseUrl, Connection, Email, Password, call, connect, err, out
 
     @app.command()
     def vacuum(

@@ -1,9 +1,8 @@
 """``ragkeep stats``: the operator's metrics (``GET /v3/system/stats``) as rich tables.
 
 ``--user ID`` shows one user's figures instead (``GET /v3/system/users/{id}/stats``; a user may
-ask for themself). Registered by :func:`register` at the end of ``cli/main.py``, for the reason
-``cli/maintenance.py`` gives (``main`` imports this module). No ``from __future__ import
-annotations``: typer reads the annotations at run time.
+ask for themself). Added to the ``ragkeep`` command by :func:`register` (``cli/main.py`` calls it).
+No ``from __future__ import annotations``: typer reads the annotations at run time.
 """
 
 from typing import Annotated, Any
@@ -13,6 +12,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from ragkeep.cli.common import ApiKey, BaseUrl, Connection, Email, Password, call, connect, out
 from ragkeep.cli.maintenance import human_bytes
 
 
@@ -146,8 +146,6 @@ def user_tables(r: dict[str, Any]) -> list[Any]:
 def register(app: typer.Typer) -> None:
     """Add ``stats`` to the ``ragkeep`` command."""
     import json
-
-    from ragkeep.cli.main import ApiKey, BaseUrl, Connection, Email, Password, call, connect, out
 
     @app.command()
     def stats(

@@ -11,7 +11,7 @@ with iterative scans. Builds are proposed for the hour with the least search tra
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg.rows import dict_row
@@ -19,10 +19,7 @@ from psycopg.rows import dict_row
 from ragkeep.config import Settings
 from ragkeep.indices.catalog import list_vector_indexes
 from ragkeep.indices.memory import plan_build
-from ragkeep.monitoring.searches import bucket_range, hist_percentile
 
-#: Days of search activity the advice reads.
-WINDOW_DAYS = 7
 #: At most this many partial indexes are proposed; more large users call for a global index.
 MAX_PARTIAL = 20
 #: Cross-user searches above this share of all searches justify a global index.
@@ -53,41 +50,27 @@ FROM owner_stats s JOIN users u ON u.id = s.owner_id
 WHERE s.chunk_count > %(threshold)s
 ORDER BY s.chunk_count DESC
 """
-_BY_SCOPE = """
-WITH recent AS (
-    SELECT * FROM search_activity
-    WHERE hour >= now() - make_interval(days => %(days)s) AND kind <> 'full_text'
-), buckets AS (
-    SELECT scope_bucket, strategy, i, sum(x)::bigint AS n
-    FROM recent, unnest(latency_hist) WITH ORDINALITY AS t(x, i) GROUP BY 1, 2, 3
-), hists AS (
-    SELECT scope_bucket, strategy, array_agg(n ORDER BY i) AS hist FROM buckets GROUP BY 1, 2
-)
-SELECT r.scope_bucket, r.strategy, sum(r.searches)::bigint AS searches, sum(r.total_ms) AS total_ms,
-       sum(r.db_ms) AS db_ms, sum(r.vectors)::bigint AS vectors, max(r.max_ms) AS max_ms, h.hist
-FROM recent r JOIN hists h USING (scope_bucket, strategy)
-GROUP BY r.scope_bucket, r.strategy, h.hist ORDER BY r.scope_bucket, r.strategy
-"""
-_TRAFFIC = """
-SELECT coalesce(sum(searches), 0)::bigint AS searches,
-       coalesce(sum(searches) FILTER (WHERE cross_user), 0)::bigint AS cross_user
-FROM search_activity WHERE hour >= now() - make_interval(days => %(days)s)
-"""
-_BY_HOUR = """
-SELECT extract(hour FROM hour AT TIME ZONE 'UTC')::int AS h, sum(searches)::bigint AS n
-FROM search_activity WHERE hour >= now() - make_interval(days => %(days)s) GROUP BY 1
-"""
 
 
-def off_peak_hour(by_hour: dict[int, int]) -> int:
-    """The UTC hour with the fewest searches; 03:00 when nothing was observed (ties: earliest)."""
-    if not by_hour:
-        return 3
-    return min(range(24), key=lambda h: (by_hour.get(h, 0), h))
+class Traffic(Protocol):
+    """What the advice needs to know of recent searches; ``ragkeep.monitoring.traffic.SearchTraffic``
+    is one (the caller reads it: indices knows nothing of the metrics tables)."""
 
-
-async def observed_off_peak_hour(conn: psycopg.AsyncConnection) -> int:
-    return off_peak_hour({r["h"]: r["n"] for r in await _rows(conn, _BY_HOUR, {"days": WINDOW_DAYS})})
+    @property
+    def days(self) -> int: ...
+    @property
+    def searches(self) -> int: ...
+    @property
+    def cross_user(self) -> int: ...
+    @property
+    def by_hour(self) -> dict[int, int]: ...
+    @property
+    def by_scope(self) -> list[dict[str, Any]]: ...
+    @property
+    def exact_ms(self) -> float: ...
+    @property
+    def exact_vectors(self) -> int: ...
+    def off_peak_hour(self) -> int: ...
 
 
 async def _rows(conn: psycopg.AsyncConnection, query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -120,32 +103,16 @@ def _build(settings: Settings, rows: int, dimension: int, owner: dict[str, Any] 
     }
 
 
-async def advise(conn: psycopg.AsyncConnection, settings: Settings, dimension: int) -> dict[str, Any]:
+async def advise(conn: psycopg.AsyncConnection, settings: Settings, dimension: int, traffic: Traffic) -> dict[str, Any]:
+    """The advice from live vector counts and indexes, and ``traffic`` (the recent searches)."""
     threshold = settings.search.exact_threshold
-    days = {"days": WINDOW_DAYS}
     vectors = (await _rows(conn, _VECTORS, {}))[0]
     large = await _rows(conn, _LARGE_USERS, {"threshold": threshold})
-    traffic = (await _rows(conn, _TRAFFIC, days))[0]
-    by_hour = {r["h"]: r["n"] for r in await _rows(conn, _BY_HOUR, days)}
     indexes, _ = await list_vector_indexes(conn, table="chunks", limit=10_000)
-
-    by_scope = []
-    exact_ms, exact_vectors = 0.0, 0
-    for r in await _rows(conn, _BY_SCOPE, days):
-        lo, hi = bucket_range(r["scope_bucket"])
-        hist = r["hist"] or []
-        by_scope.append({
-            "scope_vectors": [lo, hi], "strategy": r["strategy"], "searches": r["searches"],
-            "mean_ms": r["total_ms"] / r["searches"], "mean_db_ms": r["db_ms"] / r["searches"],
-            "p50_ms": hist_percentile(hist, 0.5, r["max_ms"]), "p95_ms": hist_percentile(hist, 0.95, r["max_ms"]),
-            "max_ms": r["max_ms"],
-        })
-        if r["strategy"] == "exact":
-            exact_ms += r["db_ms"]
-            exact_vectors += r["vectors"]
-    ms_per_vector = exact_ms / exact_vectors if exact_vectors > 1000 else EXACT_MS_PER_VECTOR
-    searches = traffic["searches"]
-    cross_share = traffic["cross_user"] / searches if searches else 0.0
+    by_hour = traffic.by_hour
+    ms_per_vector = traffic.exact_ms / traffic.exact_vectors if traffic.exact_vectors > 1000 else EXACT_MS_PER_VECTOR
+    searches = traffic.searches
+    cross_share = traffic.cross_user / searches if searches else 0.0
 
     global_exists = any(ix["owner_id"] is None for ix in indexes)
     promoted = {ix["owner_id"] for ix in indexes if ix["owner_id"] is not None}
@@ -175,7 +142,7 @@ async def advise(conn: psycopg.AsyncConnection, settings: Settings, dimension: i
             reasons.append("the indexes that exist already serve every scope above the exact threshold")
     needed = {ix["name"] for ix in indexes if ix["owner_id"] is None and (large or cross_needs_index)}
     needed |= {ix["name"] for ix in indexes if ix["owner_id"] in {u["user_id"] for u in large}}
-    hour = off_peak_hour(by_hour)
+    hour = traffic.off_peak_hour()
     return {
         "exact_threshold": threshold,
         "vectors": {
@@ -185,9 +152,9 @@ async def advise(conn: psycopg.AsyncConnection, settings: Settings, dimension: i
                                  "has_index": u["user_id"] in promoted} for u in large[:50]],
         },
         "traffic": {
-            "days": WINDOW_DAYS, "searches": searches, "cross_user_share": cross_share,
+            "days": traffic.days, "searches": searches, "cross_user_share": cross_share,
             "exact_ms_per_1000_vectors": ms_per_vector * 1000,
-            "by_scope_size": by_scope,
+            "by_scope_size": traffic.by_scope,
             "searches_by_hour_utc": [by_hour.get(h, 0) for h in range(24)],
         },
         "indexes": [{"name": ix["name"], "owner_id": ix["owner_id"], "valid": ix["status"] == "valid",
@@ -197,7 +164,7 @@ async def advise(conn: psycopg.AsyncConnection, settings: Settings, dimension: i
             "reason": "; ".join(reasons),
             "builds": builds,
             "off_peak_hour_utc": hour,
-            "when": f"{hour:02d}:00 UTC" + (" (fewest searches in the last 7 days)" if by_hour else
+            "when": f"{hour:02d}:00 UTC" + (f" (fewest searches in the last {traffic.days} days)" if by_hour else
                                             " (no searches recorded yet)"),
             "unneeded_indexes": [ix["name"] for ix in indexes if ix["name"] not in needed],
         },

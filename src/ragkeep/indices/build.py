@@ -18,7 +18,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import psycopg
 from psycopg import sql
@@ -29,7 +29,6 @@ from ragkeep.indices.catalog import build_arguments
 from ragkeep.indices.leftovers import drop_leftovers
 from ragkeep.indices.memory import BuildPlan, apply_plan, column_dimension, count_rows, plan_build
 from ragkeep.indices.warm import Warmer
-from ragkeep.search.planner import invalidate_directory
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +43,13 @@ OPCLASSES: dict[str, str] = {
     "l1_distance": "vector_l1_ops",
 }
 NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class IndexWatcher(Protocol):
+    """Who must hear at once that this process built or dropped an index: the search planner
+    (``ragkeep.search.planner.Planner``), which otherwise trusts what it knows for a few seconds."""
+
+    def invalidate(self) -> None: ...
 
 
 class IndexSpecError(InvalidInput, ValueError):
@@ -159,9 +165,11 @@ class IndexBuilder:
     """Runs builds, rebuilds and warm-ups in the background and keeps their outcome for this
     process (``records``, ``warmer.states``); other code starts a build with ``await start(spec)``."""
 
-    def __init__(self, url: str, config: IndicesConfig | None = None) -> None:
+    def __init__(self, url: str, config: IndicesConfig | None = None, planner: IndexWatcher | None = None) -> None:
         self.url = url
         self.config = config or IndicesConfig()
+        #: The application's planner, told of each build and drop (None: nobody searches here).
+        self.planner = planner
         self.records: dict[str, BuildRecord] = {}
         self.warmer = Warmer(url)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -209,12 +217,6 @@ class IndexBuilder:
     async def _build(self, spec: IndexSpec, record: BuildRecord) -> None:
         await self._run(record, spec.ddl())
 
-    def begin_startup(self) -> None:
-        """The start-up routine (repair invalid indexes, warm valid ones) as a background task."""
-        from ragkeep.indices.startup import on_start
-
-        self.spawn(on_start(self), "index start-up")
-
     async def reindex(self, name: str, table: str, method: str, arguments: dict[str, int]) -> BuildRecord:
         """Rebuild an (invalid) index in place with REINDEX CONCURRENTLY, in the background."""
         async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
@@ -256,9 +258,18 @@ class IndexBuilder:
         for notice in record.notices:
             log.warning("index %s: %s", record.name, notice)
         log.info("index %s is built", record.name)
-        invalidate_directory()  # this process's searches use it from now; other replicas within seconds
+        self._changed()  # this process's searches use it from now; other replicas within seconds
         if self.config.prewarm:
             self.warmer.start(record.name)
+
+    async def drop(self, name: str) -> None:
+        """Drop the index (and its tenant_indexes entry); this process's searches stop planning on it."""
+        await drop_index(self.url, name)
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.planner is not None:
+            self.planner.invalidate()
 
     def forget(self, name: str) -> None:
         self.records.pop(name, None)
@@ -278,8 +289,8 @@ class IndexBuilder:
 
 
 async def drop_index(url: str, name: str) -> None:
-    """Drop the index and its tenant_indexes entry (the planner must not pick a dropped index)."""
+    """Drop the index and its tenant_indexes entry (the planner must not pick a dropped index;
+    :meth:`IndexBuilder.drop` also tells this process's planner)."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name)))
         await conn.execute("DELETE FROM tenant_indexes WHERE index_name = %s", (name,))
-    invalidate_directory()

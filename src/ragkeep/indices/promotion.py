@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import psycopg
 
 from ragkeep.config import Settings
-from ragkeep.indices.advice import observed_off_peak_hour
 from ragkeep.indices.build import IndexBuilder, IndexSpec
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,17 @@ SELECT EXISTS (SELECT 1 FROM pg_stat_progress_create_index p JOIN pg_class tc ON
 """
 
 
+#: The UTC hour with the least search traffic, read on the given connection
+#: (``ragkeep.monitoring.traffic.observed_off_peak_hour``).
+QuietHour = Callable[[psycopg.AsyncConnection], Awaitable[int]]
+
+
 class AutoPromoter:
-    def __init__(self, settings: Settings, builder: IndexBuilder) -> None:
+    def __init__(self, settings: Settings, builder: IndexBuilder, quiet_hour: QuietHour) -> None:
         self.settings = settings
         self.builder = builder
+        #: Asked when ``[indices] auto_promote_hour`` is not set.
+        self.quiet_hour = quiet_hour
         self._task: asyncio.Task[None] | None = None
 
     async def run_once(self, now: datetime | None = None) -> uuid.UUID | None:
@@ -54,7 +61,7 @@ class AutoPromoter:
         async with await psycopg.AsyncConnection.connect(self.builder.url, autocommit=True) as conn:
             hour = self.settings.indices.auto_promote_hour
             if hour is None:
-                hour = await observed_off_peak_hour(conn)
+                hour = await self.quiet_hour(conn)
             if now.hour != hour:
                 return None
             cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))

@@ -98,6 +98,11 @@ async def warm_all(builder: IndexBuilder) -> list[str]:
     return names
 
 
+def begin_startup(builder: IndexBuilder) -> None:
+    """:func:`on_start` as a background task of ``builder`` (drained with its builds)."""
+    builder.spawn(on_start(builder), "index start-up")
+
+
 async def on_start(builder: IndexBuilder) -> None:
     """The start-up routine: repair, then warm (if ``[indices] prewarm``). Never raises."""
     try:

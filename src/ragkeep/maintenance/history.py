@@ -8,8 +8,6 @@ second INSERT conflicts whenever it comes.
 
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -20,6 +18,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from ragkeep.db.paging import fetch_page
+from ragkeep.db.replica import replica_name
 
 Task = Literal["vacuum", "reindex"]
 Trigger = Literal["schedule", "manual"]
@@ -33,11 +32,6 @@ COLUMNS = (
     "tables, requested_at, started_at, finished_at, dead_tuples_before, dead_tuples_after, bytes_before, "
     "bytes_after, items, reindex_advice, error, replica, backend_pid"
 )
-
-
-def replica_name() -> str:
-    """``host:pid``: which server process ran a row (several may share a host)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)

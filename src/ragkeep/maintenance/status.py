@@ -10,8 +10,8 @@ import psycopg
 
 from ragkeep import __version__
 from ragkeep.config import Settings
+from ragkeep.db.replica import replica_name
 from ragkeep.maintenance import history
-from ragkeep.maintenance.history import replica_name
 from ragkeep.maintenance.reindex import advise, vector_indexes
 from ragkeep.maintenance.scheduler import Maintenance
 

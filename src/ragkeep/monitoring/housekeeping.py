@@ -23,7 +23,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from ragkeep.config import MetricsConfig
-from ragkeep.monitoring.instance import forget_gone, replica_name
+from ragkeep.db.replica import replica_name
+from ragkeep.monitoring.instance import forget_gone
 
 log = logging.getLogger(__name__)
 

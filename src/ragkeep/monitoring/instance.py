@@ -17,7 +17,7 @@ import psutil
 import psycopg
 
 from ragkeep import __version__
-from ragkeep.maintenance.history import replica_name  # one definition of a replica's name
+from ragkeep.db.replica import replica_name
 
 _UPSERT = """
 INSERT INTO metrics_instances AS m (replica, host, pid, version, started_at, seen_at, rss_bytes, cpu_seconds,

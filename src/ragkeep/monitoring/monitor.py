@@ -18,10 +18,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from ragkeep.auth.tokens import TokenIssuer
 from ragkeep.config import MetricsConfig
+from ragkeep.db.replica import replica_name
 from ragkeep.monitoring import housekeeping
 from ragkeep.monitoring.activity import ActivityRecorder
 from ragkeep.monitoring.exposition import render
-from ragkeep.monitoring.instance import InstanceProbe, replica_name, write_sample
+from ragkeep.monitoring.instance import InstanceProbe, write_sample
 from ragkeep.monitoring.prom import ProcessMetrics
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from ragkeep.db.replica import replica_name
 from ragkeep.monitoring import database
-from ragkeep.monitoring.instance import replica_name
 from ragkeep.monitoring.searches import hist_percentile
 
 # Hourly rows since the window's start, and daily rows from the window's first UTC day on.

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 import uuid
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
@@ -67,65 +66,11 @@ class IndexDirectory:
     at: float
 
 
-_directories: dict[tuple[str, str, str, int], IndexDirectory] = {}
-
 #: Small owners' vector counts as their last search counted them (the statement carries the
 #: count; ~0.3 ms). Only the metrics use them (the plan needs just "at most the threshold"), so a
 #: count may be this old; a user's next searches within it skip the count. Bounded, LRU.
 COUNT_TTL = 30.0
 COUNT_CACHE_SIZE = 10_000
-_counts: OrderedDict[tuple[str, str, str, uuid.UUID], tuple[int, float]] = OrderedDict()
-
-
-_db_keys: weakref.WeakKeyDictionary[psycopg.AsyncConnection, tuple[str, str, str]] = weakref.WeakKeyDictionary()
-
-
-def _db(conn: psycopg.AsyncConnection) -> tuple[str, str, str]:
-    """Which database ``conn`` reaches (one process may serve several: tests run servers side by
-    side). Remembered per connection: reading ``conn.info`` costs ~30 us, a planning step's worth."""
-    key = _db_keys.get(conn)
-    if key is None:
-        info = conn.info
-        key = _db_keys[conn] = (info.host, str(info.port), info.dbname)
-    return key
-
-
-def remember_count(conn: psycopg.AsyncConnection, owner: uuid.UUID, count: int) -> None:
-    key = (*_db(conn), owner)
-    _counts[key] = (count, time.monotonic())
-    _counts.move_to_end(key)
-    while len(_counts) > COUNT_CACHE_SIZE:
-        _counts.popitem(last=False)
-
-
-def _known_count(conn: psycopg.AsyncConnection, owner: uuid.UUID) -> int | None:
-    found = _counts.get((*_db(conn), owner))
-    return found[0] if found is not None and time.monotonic() - found[1] < COUNT_TTL else None
-
-
-def invalidate_directory() -> None:
-    """Forget what is known about indexes (after a build or a drop in this process)."""
-    _directories.clear()
-
-
-async def index_directory(conn: psycopg.AsyncConnection, threshold: int) -> IndexDirectory:
-    key = (*_db(conn), threshold)
-    now = time.monotonic()
-    found = _directories.get(key)
-    if found is not None and now - found.at < DIRECTORY_TTL:
-        return found
-    rows = await (await conn.execute(_DIRECTORY_SQL)).fetchall()
-    total = (await (await conn.execute(_TOTAL_SQL)).fetchone())[0]  # type: ignore[index]
-    large = await (await conn.execute(_LARGE_SQL, (threshold,))).fetchall()
-    found = IndexDirectory(
-        global_index=any(r[1] for r in rows),
-        owners=frozenset(r[0] for r in rows if r[0] is not None),
-        total_vectors=int(total),
-        large={r[0]: int(r[1]) for r in large},
-        at=now,
-    )
-    _directories[key] = found
-    return found
 
 
 @dataclass(frozen=True)
@@ -181,32 +126,77 @@ def pinned_owner(scope: Scope, filters: dict[str, Any]) -> uuid.UUID | None:
     return narrow or (scope.owner_id if scope.is_single_owner else None)
 
 
-async def plan_search(
-    conn: psycopg.AsyncConnection, scope: Scope, filters: dict[str, Any], config: SearchConfig
-) -> Plan:
-    """Decide without a query where possible: the directory knows the large owners, so a search
-    over one small owner's rows (most searches) costs no planning round trip."""
-    threshold = config.exact_threshold
-    directory = await index_directory(conn, threshold)
-    one_owner = pinned_owner(scope, filters)
-    if one_owner is not None:
-        size = directory.large.get(one_owner)
-        if size is None:
-            known = _known_count(conn, one_owner)
-            if known is not None:
-                return Plan(Strategy.EXACT, known, owner=one_owner)
-            return Plan(Strategy.EXACT, 0, count_owner=one_owner, owner=one_owner)
-    elif scope.owner_id is None:
-        size = directory.total_vectors
-    else:  # own rows plus shared collections
-        size = directory.large.get(scope.owner_id)
-        if size is None:
-            params = {"owner": scope.owner_id, "collections": list(scope.collection_ids), "cap": threshold + 1}
-            size = int((await (await conn.execute(_SHARED_SQL, params, prepare=True)).fetchone())[0])  # type: ignore[index]
-    if size <= threshold:
+class Planner:
+    """The planner and what it remembers between searches, for one database: the index directory
+    (trusted for :data:`DIRECTORY_TTL`) and small owners' counts (:data:`COUNT_TTL`).
+
+    One per application, owned by its services and passed to whoever searches or changes indexes
+    (the index builder calls :meth:`invalidate` after a build or a drop), so that servers in one
+    process (tests run several side by side) never share what they know. Not bound to a
+    connection: any connection to the same database serves."""
+
+    def __init__(self) -> None:
+        self._directories: dict[int, IndexDirectory] = {}  # by exact threshold
+        self._counts: OrderedDict[uuid.UUID, tuple[int, float]] = OrderedDict()
+
+    def invalidate(self) -> None:
+        """Forget what is known about indexes (after a build or a drop in this process)."""
+        self._directories.clear()
+
+    def remember_count(self, owner: uuid.UUID, count: int) -> None:
+        self._counts[owner] = (count, time.monotonic())
+        self._counts.move_to_end(owner)
+        while len(self._counts) > COUNT_CACHE_SIZE:
+            self._counts.popitem(last=False)
+
+    def known_count(self, owner: uuid.UUID) -> int | None:
+        found = self._counts.get(owner)
+        return found[0] if found is not None and time.monotonic() - found[1] < COUNT_TTL else None
+
+    async def directory(self, conn: psycopg.AsyncConnection, threshold: int) -> IndexDirectory:
+        now = time.monotonic()
+        found = self._directories.get(threshold)
+        if found is not None and now - found.at < DIRECTORY_TTL:
+            return found
+        rows = await (await conn.execute(_DIRECTORY_SQL)).fetchall()
+        total = (await (await conn.execute(_TOTAL_SQL)).fetchone())[0]  # type: ignore[index]
+        large = await (await conn.execute(_LARGE_SQL, (threshold,))).fetchall()
+        found = IndexDirectory(
+            global_index=any(r[1] for r in rows),
+            owners=frozenset(r[0] for r in rows if r[0] is not None),
+            total_vectors=int(total),
+            large={r[0]: int(r[1]) for r in large},
+            at=now,
+        )
+        self._directories[threshold] = found
+        return found
+
+    async def plan(
+        self, conn: psycopg.AsyncConnection, scope: Scope, filters: dict[str, Any], config: SearchConfig
+    ) -> Plan:
+        """Decide without a query where possible: the directory knows the large owners, so a search
+        over one small owner's rows (most searches) costs no planning round trip."""
+        threshold = config.exact_threshold
+        directory = await self.directory(conn, threshold)
+        one_owner = pinned_owner(scope, filters)
+        if one_owner is not None:
+            size = directory.large.get(one_owner)
+            if size is None:
+                known = self.known_count(one_owner)
+                if known is not None:
+                    return Plan(Strategy.EXACT, known, owner=one_owner)
+                return Plan(Strategy.EXACT, 0, count_owner=one_owner, owner=one_owner)
+        elif scope.owner_id is None:
+            size = directory.total_vectors
+        else:  # own rows plus shared collections
+            size = directory.large.get(scope.owner_id)
+            if size is None:
+                params = {"owner": scope.owner_id, "collections": list(scope.collection_ids), "cap": threshold + 1}
+                size = int((await (await conn.execute(_SHARED_SQL, params, prepare=True)).fetchone())[0])  # type: ignore[index]
+        if size <= threshold:
+            return Plan(Strategy.EXACT, size, owner=one_owner)
+        if one_owner in directory.owners:
+            return Plan(Strategy.OWNER_INDEX, size, owner=one_owner)
+        if directory.global_index:
+            return Plan(Strategy.ITERATIVE if config.iterative_scan != "off" else Strategy.INDEX, size, owner=one_owner)
         return Plan(Strategy.EXACT, size, owner=one_owner)
-    if one_owner in directory.owners:
-        return Plan(Strategy.OWNER_INDEX, size, owner=one_owner)
-    if directory.global_index:
-        return Plan(Strategy.ITERATIVE if config.iterative_scan != "off" else Strategy.INDEX, size, owner=one_owner)
-    return Plan(Strategy.EXACT, size, owner=one_owner)

@@ -9,21 +9,14 @@ from typing import Any
 
 from psycopg import sql
 
-from ragkeep.auth.users import Principal
-
 
 @dataclass(frozen=True)
 class Scope:
-    """Everything (superuser), or the caller's own rows plus their collections'."""
+    """Everything (superuser), or the caller's own rows plus their collections'. Built from plain
+    values (``ragkeep.api.deps.scope_of`` makes the caller's): search knows no users."""
 
     owner_id: uuid.UUID | None
     collection_ids: tuple[uuid.UUID, ...] = ()
-
-    @classmethod
-    def for_principal(cls, principal: Principal) -> Scope:
-        if principal.is_superuser:
-            return cls(owner_id=None)
-        return cls(owner_id=principal.id, collection_ids=principal.collection_ids)
 
     @property
     def is_single_owner(self) -> bool:

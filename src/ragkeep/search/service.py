@@ -12,7 +12,7 @@ from psycopg.rows import dict_row
 
 from ragkeep.config import SearchConfig
 from ragkeep.search.filters import CompiledFilter
-from ragkeep.search.planner import Plan, pinned_owner, plan_search, remember_count
+from ragkeep.search.planner import Plan, Planner, pinned_owner
 from ragkeep.search.queries import Kind, Strategy, build_search_sql, websearch_text
 from ragkeep.search.scope import Scope
 
@@ -117,6 +117,7 @@ async def run_search(
     scope: Scope,
     filters: CompiledFilter,
     *,
+    planner: Planner,
     limit: int,
     offset: int = 0,
     query_text: str | None = None,
@@ -129,14 +130,16 @@ async def run_search(
 ) -> SearchOutcome:
     """Rows with id, document_id, owner_id, collection_ids, text, metadata, score (and ranks for
     hybrid), and the plan that produced them. ``strategy`` overrides the planner (benchmarks);
-    ``explain`` also runs EXPLAIN ANALYZE of the final statement (tests, benchmarks)."""
+    ``explain`` also runs EXPLAIN ANALYZE of the final statement (tests, benchmarks). ``planner``
+    is the application's (``Services.planner``): it remembers the index directory and small owners'
+    counts between searches (required, so that no caller plans without that memory by mistake)."""
     config = config or SearchConfig()
     if kind is Kind.FULL_TEXT:
         plan = Plan(Strategy.EXACT, 0, owner=pinned_owner(scope, filters.raw))  # no vectors involved
     elif strategy is not None:
         plan = Plan(strategy, -1, owner=pinned_owner(scope, filters.raw))
     else:
-        plan = await plan_search(conn, scope, filters.raw, config)
+        plan = await planner.plan(conn, scope, filters.raw, config)
     params: dict[str, Any] = {"limit": limit, "offset": offset}
     if kind is not Kind.FULL_TEXT:
         if query_vector is None:
@@ -164,7 +167,7 @@ async def run_search(
     rows, found = await _execute(conn, kind, scope, filters, plan.strategy, params, plans)
     if plan.count_owner is not None and rows:
         plan = replace(plan, scope_size=rows[0]["scope_count"])
-        remember_count(conn, plan.count_owner, plan.scope_size)
+        planner.remember_count(plan.count_owner, plan.scope_size)
         for r in rows:
             del r["scope_count"]
     if plan.strategy.uses_index and config.exact_fallback and found is not None and found < wanted:

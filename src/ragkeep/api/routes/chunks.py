@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from ragkeep.api.deps import Limit, Offset, PrincipalDep, ServicesDep, require_owner
+from ragkeep.api.deps import Limit, Offset, PrincipalDep, ServicesDep, require_owner, scope_of
 from ragkeep.api.errors import ApiError
 from ragkeep.api.guard import GuardedRoute
 from ragkeep.api.routes.documents import chunk_out, query_filters
@@ -22,7 +22,6 @@ from ragkeep.auth.users import Principal
 from ragkeep.embeddings import EmbeddingError
 from ragkeep.ingest import store
 from ragkeep.search import chunks as chunk_listing
-from ragkeep.search.scope import Scope
 from ragkeep.text import json_problem, text_problem
 
 router = APIRouter(prefix="/v3/chunks", tags=["chunks"], route_class=GuardedRoute)
@@ -64,7 +63,7 @@ class ChunkUpdate(BaseModel):
 async def _visible_chunk(
     services: ServicesDep, principal: Principal, chunk_id: uuid.UUID, *, include_vectors: bool = False
 ) -> dict[str, Any]:
-    scope_sql, scope_params = Scope.for_principal(principal).clause("c")
+    scope_sql, scope_params = scope_of(principal).clause("c")
     async with services.db.pool.connection() as conn:
         row = await store.get_chunk(conn, chunk_id, scope_sql, scope_params, include_vectors=include_vectors)
     if row is None:
@@ -98,7 +97,7 @@ async def list_chunks(
     compiled = query_filters({"filters": filters, "metadata_filter": metadata_filter})
     async with services.db.pool.connection() as conn:
         rows, total = await chunk_listing.list_chunks(
-            conn, Scope.for_principal(principal), compiled, limit=limit, offset=offset, include_vectors=include_vectors
+            conn, scope_of(principal), compiled, limit=limit, offset=offset, include_vectors=include_vectors
         )
     return PaginatedResults(results=[chunk_out(r) for r in rows], total_entries=total)
 

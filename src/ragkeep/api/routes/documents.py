@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from ragkeep.api.deps import Limit, Offset, PrincipalDep, ServicesDep, require_owner
+from ragkeep.api.deps import Limit, Offset, PrincipalDep, ServicesDep, require_owner, scope_of
 from ragkeep.api.errors import ApiError, status_of
 from ragkeep.api.forms import check_form
 from ragkeep.api.guard import GuardedRoute
@@ -289,7 +289,7 @@ async def list_documents(
     owner_only: bool = False,
     include_summary_embeddings: bool = False,  # R2R's; ragkeep makes no document summaries
 ) -> PaginatedResults[list[DocumentOut]]:
-    scope = Scope(owner_id=principal.id) if owner_only else Scope.for_principal(principal)
+    scope = Scope(owner_id=principal.id) if owner_only else scope_of(principal)
     scope_sql, scope_params = scope.clause("d")
     async with services.db.pool.connection() as conn:
         rows, total = await store.list_documents(conn, scope_sql, scope_params, ids=ids, limit=limit, offset=offset)
@@ -324,7 +324,7 @@ async def search_documents(body: SearchRequest, principal: PrincipalDep, service
     page = list(best)[settings.offset : wanted]
     if not page:
         return Results(results=[])
-    scope_sql, scope_params = Scope.for_principal(principal).clause("d")
+    scope_sql, scope_params = scope_of(principal).clause("d")
     async with services.db.pool.connection() as conn:
         rows, _ = await store.list_documents(conn, scope_sql, scope_params, ids=page, limit=len(page), offset=0)
     by_id = {r["id"]: r for r in rows}
@@ -508,7 +508,7 @@ async def list_document_chunks(
     async with services.db.pool.connection() as conn:
         rows, total = await chunk_listing.list_chunks(
             conn,
-            Scope.for_principal(principal),
+            scope_of(principal),
             compiled,
             limit=limit,
             offset=offset,

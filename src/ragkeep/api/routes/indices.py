@@ -14,9 +14,10 @@ from ragkeep.api.errors import ApiError
 from ragkeep.api.guard import GuardedRoute
 from ragkeep.api.schemas import GenericMessage, PaginatedResults, Results
 from ragkeep.indices.advice import advise
-from ragkeep.indices.build import IndexSpec, IndexSpecError, Measure, Method, drop_index
+from ragkeep.indices.build import IndexSpec, IndexSpecError, Measure, Method
 from ragkeep.indices.catalog import has_extension, list_vector_indexes
 from ragkeep.indices.tenant import owner_from_filters
+from ragkeep.monitoring.traffic import search_traffic
 from ragkeep.text import JsonError, parse_json
 
 router = APIRouter(prefix="/v3/indices", tags=["indices"], route_class=GuardedRoute)
@@ -158,7 +159,8 @@ async def advice(_: SuperuserDep, services: ServicesDep) -> Results[dict[str, An
     """Do you need vector indexes? From live vector counts and the last 7 days of searches."""
     await services.searches.flush()  # include this replica's latest searches
     async with services.db.pool.connection() as conn:
-        return Results(results=await advise(conn, services.settings, services.embedder.dimension))
+        traffic = await search_traffic(conn)
+        return Results(results=await advise(conn, services.settings, services.embedder.dimension, traffic))
 
 
 @router.post("/{table_name}/{index_name}/warm", response_model=Results[IndexOut])
@@ -185,6 +187,6 @@ async def get_index(table_name: str, index_name: str, _: SuperuserDep, services:
 async def delete_index(table_name: str, index_name: str, _: SuperuserDep, services: ServicesDep) -> Results[GenericMessage]:
     """R2R answers a message here, not ``{success}``; so do we."""
     await _one(services, table_name, index_name)  # only vector indexes of known tables may be dropped
-    await drop_index(services.db.url, index_name)
+    await services.indexes.drop(index_name)  # and this app's planner forgets it
     services.indexes.forget(index_name)
     return Results(results=GenericMessage(message=f"Index {index_name} dropped."))

@@ -7,13 +7,12 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from ragkeep.api.deps import PrincipalDep, ServicesDep
+from ragkeep.api.deps import PrincipalDep, ServicesDep, scope_of
 from ragkeep.api.errors import ApiError
 from ragkeep.api.guard import GuardedRoute
 from ragkeep.api.schemas import AggregateSearchResult, ChunkSearchResult, Results, SearchRequest, SearchSettings
 from ragkeep.search.filters import FilterError, compile_filters
 from ragkeep.search.queries import Kind
-from ragkeep.search.scope import Scope
 from ragkeep.search.service import HybridParams, IndexParams, run_search
 
 router = APIRouter(prefix="/v3/retrieval", tags=["retrieval"], route_class=GuardedRoute)
@@ -59,7 +58,7 @@ async def search_chunks(body: SearchRequest, principal: PrincipalDep, services: 
     # searched the same text.
     vector = await services.embedder.embed_query(body.query, principal.id) if kind is not Kind.FULL_TEXT else None
     h, c = settings.hybrid_settings, settings.chunk_settings
-    scope = Scope.for_principal(principal)
+    scope = scope_of(principal)
     async with services.db.pool.connection() as conn:
         db_started = time.perf_counter()
         outcome = await run_search(
@@ -78,6 +77,7 @@ async def search_chunks(body: SearchRequest, principal: PrincipalDep, services: 
                 c.probes if "probes" in c.model_fields_set else None,
             ),
             config=services.settings.search,
+            planner=services.planner,
         )
         db_ms = (time.perf_counter() - db_started) * 1000
     plan = outcome.plan
