@@ -18,6 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ragkeep.auth.collections import CollectionError
+from ragkeep.search.filters import FilterError
+from ragkeep.search.settings import InvalidSearch
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(CollectionError)
     async def _collection_error(request: Request, exc: CollectionError) -> JSONResponse:
         return _body(exc.status_code, exc.message, type(exc).__name__)
+
+    @app.exception_handler(FilterError)
+    async def _filter_error(request: Request, exc: FilterError) -> JSONResponse:
+        return _body(422, str(exc), "ApiError", path=exc.path)
+
+    @app.exception_handler(InvalidSearch)
+    async def _invalid_search(request: Request, exc: InvalidSearch) -> JSONResponse:
+        return _body(422, exc.message, "ApiError")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

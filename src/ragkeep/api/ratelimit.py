@@ -29,7 +29,7 @@ import psycopg
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from ragkeep.api.deps import ServicesDep, optional_principal
+from ragkeep.api.deps import DbDep, ServicesDep, optional_principal
 from ragkeep.auth.limits import LimitExceeded, override
 from ragkeep.auth.users import Principal
 from ragkeep.config import LimitsConfig
@@ -195,16 +195,18 @@ class RateLimiter:
 async def enforce_rate_limit(
     request: Request,
     services: ServicesDep,
+    db: DbDep,
     principal: Annotated[Principal | None, Depends(optional_principal)],
 ) -> None:
     """The router dependency: count the caller's request or refuse it (429).
 
-    It shares the endpoint's ``optional_principal`` (FastAPI solves it once per request)."""
+    It shares the endpoint's ``optional_principal`` (FastAPI solves it once per request) and the
+    request's connection."""
     config = services.settings.limits
     if principal is None or (principal.is_superuser and config.superusers_exempt):
         return
     limiter: RateLimiter = request.app.state.rate_limiter
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         await count_request(conn, config, principal.id, route_key(request))
         if limiter.cleanup_due():
             deleted = await delete_old_windows(conn)

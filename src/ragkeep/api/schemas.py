@@ -7,8 +7,9 @@ import uuid
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ragkeep.search.settings import SearchSettings
 from ragkeep.text import text_problem
 
 T = TypeVar("T")
@@ -174,63 +175,22 @@ class ChunkOut(BaseModel):
     metadata: dict[str, Any]
     vector: list[float] | None = None
 
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> ChunkOut:
+        """A chunks row as the API shows it (the vector only when it was read)."""
+        vec = row.get("embedding")
+        return cls(
+            id=row["id"],
+            document_id=row["document_id"],
+            owner_id=row["owner_id"],
+            collection_ids=row["collection_ids"],
+            text=row["text"],
+            metadata=row["metadata"],
+            vector=vec.to_list() if vec is not None else None,
+        )
+
 
 # -- retrieval --------------------------------------------------------------------------------
-
-
-class HybridSettings(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    full_text_weight: float = Field(1.0, ge=0, le=1000)
-    semantic_weight: float = Field(5.0, ge=0, le=1000)
-    full_text_limit: int = Field(200, ge=1, le=10_000)
-    rrf_k: int = Field(50, ge=0, le=10_000)
-
-    @model_validator(mode="after")
-    def _some_weight(self) -> HybridSettings:
-        # The fused score is a weighted mean: divided by the sum of the weights.
-        if self.full_text_weight + self.semantic_weight <= 0:
-            raise ValueError("full_text_weight and semantic_weight may not both be 0")
-        return self
-
-
-class ChunkSettings(BaseModel):
-    """R2R's chunk_settings. ``ef_search`` and ``probes`` reach the index scan when set; unset, the
-    ``[search]`` defaults apply (see docs/planner.md)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    index_measure: str = "cosine_distance"
-    probes: int = Field(10, ge=1, le=10_000)
-    ef_search: int = Field(40, ge=1, le=1000)
-    enabled: bool = True
-
-
-class SearchSettings(BaseModel):
-    """R2R's search_settings; fields R2R accepts that do not apply here are accepted and ignored."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    use_semantic_search: bool = True
-    use_fulltext_search: bool = False
-    use_hybrid_search: bool = False
-    filters: dict[str, Any] = Field(default_factory=dict)
-    limit: int = Field(10, ge=1, le=1000)
-    offset: int = Field(0, ge=0, le=100_000)
-    include_metadatas: bool = True
-    include_scores: bool = True
-    search_strategy: str = "vanilla"
-    hybrid_settings: HybridSettings = Field(default_factory=HybridSettings)
-    chunk_settings: ChunkSettings = Field(default_factory=ChunkSettings)
-
-    @classmethod
-    def for_mode(cls, mode: str, given: SearchSettings) -> SearchSettings:
-        """R2R's rule: ``basic`` and ``advanced`` start from their defaults, then the fields the
-        caller set win; ``custom`` takes the caller's settings as they are."""
-        if mode == "custom":
-            return given
-        base = {"basic": {}, "advanced": {"use_fulltext_search": True, "use_hybrid_search": True}}[mode]
-        return cls.model_validate({**base, **given.model_dump(exclude_unset=True)})
 
 
 class SearchRequest(BaseModel):
@@ -251,6 +211,10 @@ class SearchRequest(BaseModel):
         if problem := text_problem(v):
             raise ValueError(problem)
         return v
+
+    def settings(self) -> SearchSettings:
+        """The settings the search runs with, after R2R's ``search_mode`` rule."""
+        return SearchSettings.for_mode(self.search_mode, self.search_settings)
 
 
 class ChunkSearchResult(BaseModel):

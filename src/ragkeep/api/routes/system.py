@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from ragkeep.api.deps import BIGINT_MAX, Limit, Offset, PrincipalDep, ServicesDep, SuperuserDep
+from ragkeep.api.deps import BIGINT_MAX, DbDep, Limit, Offset, PrincipalDep, ServicesDep, SuperuserDep
 from ragkeep.api.errors import ApiError
 from ragkeep.api.guard import GuardedRoute
 from ragkeep.api.schemas import PaginatedResults, Results
@@ -95,7 +95,7 @@ def _maintenance(services: Services) -> Maintenance:
 @router.get("/maintenance", response_model=PaginatedResults[list[MaintenanceRunOut]])
 async def list_maintenance_runs(
     _: SuperuserDep,
-    services: ServicesDep,
+    db: DbDep,
     offset: Offset = 0,
     limit: Limit = 100,
     task: Annotated[Literal["vacuum", "reindex"] | None, Query(description="Only this task.")] = None,
@@ -108,7 +108,7 @@ async def list_maintenance_runs(
     ] = None,
 ) -> PaginatedResults[list[MaintenanceRunOut]]:
     """The maintenance history, newest first."""
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         rows, total = await history.list_runs(
             conn, offset=offset, limit=limit, task=task, trigger=trigger, status=status, parent_id=parent_id
         )
@@ -117,9 +117,9 @@ async def list_maintenance_runs(
 
 @router.get("/maintenance/{run_id}", response_model=Results[MaintenanceRunOut])
 async def get_maintenance_run(
-    run_id: Annotated[int, Path(ge=1, le=BIGINT_MAX)], _: SuperuserDep, services: ServicesDep
+    run_id: Annotated[int, Path(ge=1, le=BIGINT_MAX)], _: SuperuserDep, db: DbDep
 ) -> Results[MaintenanceRunOut]:
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         row = await history.get_run(conn, run_id)
     if row is None:
         raise ApiError(404, f"no maintenance run {run_id}")
@@ -152,7 +152,7 @@ class VacuumIn(BaseModel):
 
 @router.post("/maintenance/vacuum", response_model=Results[MaintenanceRunOut], status_code=202)
 async def start_vacuum(
-    _: SuperuserDep, services: ServicesDep, body: Annotated[VacuumIn | None, Body()] = None
+    _: SuperuserDep, services: ServicesDep, db: DbDep, body: Annotated[VacuumIn | None, Body()] = None
 ) -> Results[MaintenanceRunOut]:
     """Start a VACUUM now (it waits for a run in progress to finish); answers the queued run."""
     body = body or VacuumIn()
@@ -165,6 +165,7 @@ async def start_vacuum(
     options = RunOptions(
         analyze=analyze, full=body.full, reindex=body.reindex, tables=tuple(body.tables) if body.tables else None
     )
+    await db.release()  # the run takes connections of its own, and waits for a run in progress
     try:
         run = await maintenance.start_manual(options)
     except UnknownTables as e:
@@ -216,9 +217,9 @@ class StatusOut(BaseModel):
 
 
 @router.get("/status", response_model=Results[StatusOut])
-async def status(_: SuperuserDep, services: ServicesDep) -> Results[StatusOut]:
+async def status(_: SuperuserDep, services: ServicesDep, db: DbDep) -> Results[StatusOut]:
     maintenance = _maintenance(services)
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         data = await system_status(
             conn,
             settings=services.settings,
@@ -455,10 +456,10 @@ class UserStatsOut(BaseModel):
 
 @router.get("/stats", response_model=Results[SystemStatsOut])
 async def system_stats(
-    _: SuperuserDep, services: ServicesDep, window_hours: WindowHours = 24, top: Top = 10
+    _: SuperuserDep, services: ServicesDep, db: DbDep, window_hours: WindowHours = 24, top: Top = 10
 ) -> Results[SystemStatsOut]:
     """The operator's metrics over the last ``window_hours``, the same from every replica."""
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         data = await stats.system_stats(
             conn, window_hours=window_hours, top=top,
             instance_timeout=services.settings.metrics.instance_timeout_seconds,
@@ -468,12 +469,12 @@ async def system_stats(
 
 @router.get("/users/{user_id}/stats", response_model=Results[UserStatsOut])
 async def user_stats(
-    user_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep, window_hours: WindowHours = 24
+    user_id: uuid.UUID, principal: PrincipalDep, db: DbDep, window_hours: WindowHours = 24
 ) -> Results[UserStatsOut]:
     """One user's figures: a superuser's for anyone, a user's for themself (403 otherwise)."""
     if user_id != principal.id and not principal.is_superuser:
         raise ApiError(403, "only a superuser may read another user's stats")
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         data = await stats.user_stats(conn, user_id, window_hours=window_hours)
     if data is None:
         raise ApiError(404, f"no user {user_id}")

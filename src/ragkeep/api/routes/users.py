@@ -16,7 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ragkeep.api import ratelimit
-from ragkeep.api.deps import BIGINT_MAX, Limit, Offset, PrincipalDep, ServicesDep, SuperuserDep, optional_principal
+from ragkeep.api.deps import BIGINT_MAX, DbDep, Limit, Offset, PrincipalDep, ServicesDep, SuperuserDep, optional_principal
 from ragkeep.api.errors import ApiError
 from ragkeep.api.guard import GuardedRoute
 from ragkeep.api.schemas import (
@@ -36,6 +36,7 @@ from ragkeep.auth import api_keys, limits, throttle, tokens, users
 from ragkeep.auth.passwords import MIN_PASSWORD_LENGTH
 from ragkeep.auth.tokens import InvalidToken, TokenPair
 from ragkeep.auth.users import EmailTaken, LastSuperuser, Principal, User, UserUsage
+from ragkeep.db.shared import SharedConnection
 from ragkeep.text import json_problem, text_problem
 
 router = APIRouter(prefix="/v3/users", tags=["users"], route_class=GuardedRoute)
@@ -265,12 +266,15 @@ def _usage(limit: int, used: int) -> UsageLimit:
 
 @router.post("", response_model=Results[UserOut], status_code=201)
 async def register(
-    body: UserCreate, services: ServicesDep, caller: Annotated[Principal | None, Depends(optional_principal)]
+    body: UserCreate,
+    services: ServicesDep,
+    db: DbDep,
+    caller: Annotated[Principal | None, Depends(optional_principal)],
 ) -> Results[UserOut]:
     if not services.settings.auth.allow_registration:
         if caller is None or not caller.is_superuser:
             raise ApiError(403, "self-registration is disabled; ask a superuser to create your account")
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         try:
             user = await users.create_user(
                 conn, body.email, body.password, name=body.name, bio=body.bio, profile_picture=body.profile_picture
@@ -283,7 +287,7 @@ async def register(
 @router.get("", response_model=PaginatedResults[list[UserOut]])
 async def list_users(
     principal: SuperuserDep,
-    services: ServicesDep,
+    db: DbDep,
     ids: Annotated[list[uuid.UUID] | None, Query()] = None,
     email: Annotated[list[str] | None, Query()] = None,
     offset: Offset = 0,
@@ -295,7 +299,7 @@ async def list_users(
             raise ApiError(422, "email: longer than 320 characters")
         if problem := text_problem(e):
             raise ApiError(422, f"email: {problem}")
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         rows, total = await users.list_users(conn, ids=ids, emails=email, offset=offset, limit=limit)
     return PaginatedResults(results=[user_out(u, usage) for u, usage in rows], total_entries=total)
 
@@ -312,16 +316,21 @@ _THROTTLED = {429: {"description": "Too many failed log-ins: retry after the Ret
 
 @public_router.post("/login", response_model=Results[TokenPairOut], responses=_THROTTLED)
 async def login(
-    request: Request, services: ServicesDep, username: Annotated[str, Form()], password: Annotated[str, Form()]
+    request: Request,
+    services: ServicesDep,
+    db: DbDep,
+    username: Annotated[str, Form()],
+    password: Annotated[str, Form()],
 ) -> Results[TokenPairOut]:
     """Tokens for an email and password. Failed log-ins are throttled (``ragkeep.auth.throttle``):
     past a limit the answer is 429 with ``Retry-After``, before the password is even checked."""
     attempt = throttle.Attempt.of(username, client_address(request))
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         await throttle.begin(conn, services.settings.auth, attempt)
         found = await users.get_user_by_email(conn, username)
+    await db.release()
     user = await users.verify_user(found, password)  # no connection held while argon2 runs
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         if user is None:
             await throttle.prune(conn)
             raise ApiError(401, "incorrect email or password")
@@ -332,11 +341,13 @@ async def login(
     return Results(results=_pair_out(pair))
 
 
-async def _password_is_right(request: Request, services: ServicesDep, principal: Principal, password: str) -> bool:
+async def _password_is_right(
+    request: Request, services: ServicesDep, db: SharedConnection, principal: Principal, password: str
+) -> bool:
     """Check an authenticated caller's own password, throttled as their log-ins are: a stolen token
     must not become a way to guess the password."""
     attempt = throttle.Attempt.of(principal.email, client_address(request))
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         await throttle.begin(conn, services.settings.auth, attempt)
         ok = await users.check_password(conn, principal.id, password)
         if ok:
@@ -346,7 +357,7 @@ async def _password_is_right(request: Request, services: ServicesDep, principal:
 
 @public_router.post("/refresh-token", response_model=Results[TokenPairOut])
 async def refresh_token(
-    services: ServicesDep, refresh_token: Annotated[str, Body(min_length=1, max_length=4096)]
+    services: ServicesDep, db: DbDep, refresh_token: Annotated[str, Body(min_length=1, max_length=4096)]
 ) -> Results[TokenPairOut]:
     """A new token pair for a refresh token, which is used up: each one works once (as R2R).
 
@@ -355,7 +366,7 @@ async def refresh_token(
         subject, claims = services.tokens.decode(refresh_token, "refresh")
     except InvalidToken as e:
         raise ApiError(401, str(e)) from e
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         user = await users.get_user(conn, subject)
         if user is None or not user.is_active:
             raise ApiError(401, "the user of this token no longer exists or is inactive")
@@ -373,6 +384,7 @@ async def refresh_token(
 async def logout(
     principal: PrincipalDep,
     services: ServicesDep,
+    db: DbDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Results[GenericMessage]:
     """Revoke the access token this request carries, on every replica, until it expires."""
@@ -388,7 +400,7 @@ async def logout(
         raise ApiError(401, str(e)) from e
     if subject != principal.id:
         raise ApiError(400, "the bearer token and the API key sent belong to different users")
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         await tokens.revoke(conn, subject)
     return Results(results=GenericMessage(message="Logged out successfully"))
 
@@ -398,6 +410,7 @@ async def change_password(
     body: PasswordChange,
     principal: PrincipalDep,
     services: ServicesDep,
+    db: DbDep,
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Results[GenericMessage]:
@@ -413,9 +426,9 @@ async def change_password(
             subject = None  # authenticated by an API key sent alongside: no session to keep
         if subject is not None and subject == principal.id:
             keep = subject.token_id
-    if not await _password_is_right(request, services, principal, body.current_password):
+    if not await _password_is_right(request, services, db, principal, body.current_password):
         raise ApiError(400, "current_password: incorrect password")
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         await users.set_password(conn, principal.id, body.new_password, keep_token_id=keep)
     return Results(results=GenericMessage(message="Password changed successfully"))
 
@@ -424,17 +437,17 @@ async def change_password(
 
 
 @router.get("/me", response_model=Results[UserOut])
-async def me(principal: PrincipalDep, services: ServicesDep) -> Results[UserOut]:
-    async with services.db.pool.connection() as conn:
+async def me(principal: PrincipalDep, db: DbDep) -> Results[UserOut]:
+    async with db.connection() as conn:
         user = await users.get_user(conn, principal.id)
     assert user is not None
     return Results(results=user_out(user))
 
 
 @router.get("/{user_id}", response_model=Results[UserOut])
-async def get_user(user_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep) -> Results[UserOut]:
+async def get_user(user_id: uuid.UUID, principal: PrincipalDep, db: DbDep) -> Results[UserOut]:
     _require_self_or_superuser(principal, user_id)
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         user = await users.get_user(conn, user_id)
     if user is None:
         raise ApiError(404, f"user {user_id} not found")
@@ -443,7 +456,7 @@ async def get_user(user_id: uuid.UUID, principal: PrincipalDep, services: Servic
 
 @router.post("/{user_id}", response_model=Results[UserOut])
 async def update_user(
-    user_id: uuid.UUID, body: UserUpdate, principal: PrincipalDep, services: ServicesDep, request: Request
+    user_id: uuid.UUID, body: UserUpdate, principal: PrincipalDep, db: DbDep, request: Request
 ) -> Results[UserOut]:
     """Users update their own profile; superusers anyone's, and only they change ``is_superuser``
     and ``limits_overrides``."""
@@ -459,7 +472,7 @@ async def update_user(
         for k, v in body.model_dump(include=set(users.UPDATABLE)).items()
         if v is not None
     }
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         try:
             user = await users.update_user(conn, user_id, changes, body.metadata)
         except EmailTaken:
@@ -476,6 +489,7 @@ async def delete_user(
     user_id: uuid.UUID,
     principal: PrincipalDep,
     services: ServicesDep,
+    db: DbDep,
     request: Request,
     body: UserDelete | None = None,
 ) -> Results[GenericBoolean]:
@@ -487,9 +501,9 @@ async def delete_user(
     if user_id == principal.id:
         if not body.password:
             raise ApiError(422, "password: required to delete your own account")
-        if not await _password_is_right(request, services, principal, body.password):
+        if not await _password_is_right(request, services, db, principal, body.password):
             raise ApiError(400, "password: incorrect password")
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         try:
             deleted = await users.delete_user(conn, user_id)
         except LastSuperuser:
@@ -500,7 +514,7 @@ async def delete_user(
 
 
 @router.get("/{user_id}/limits", response_model=Results[LimitsOut])
-async def get_limits(user_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep) -> Results[LimitsOut]:
+async def get_limits(user_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep, db: DbDep) -> Results[LimitsOut]:
     """R2R's limits report: what the user stores against their storage limits, and their requests
     this minute and month against their rate limits (the user themself, or a superuser).
 
@@ -509,7 +523,7 @@ async def get_limits(user_id: uuid.UUID, principal: PrincipalDep, services: Serv
     own reports the global one (which bounds it), and likewise for the month."""
     _require_self_or_superuser(principal, user_id)
     config = services.settings.limits
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         user = await users.get_user(conn, user_id)
         if user is None:
             raise ApiError(404, f"user {user_id} not found")
@@ -559,11 +573,11 @@ async def get_limits(user_id: uuid.UUID, principal: PrincipalDep, services: Serv
 
 @router.post("/{user_id}/api-keys", response_model=Results[ApiKeyOut])
 async def create_api_key(
-    user_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep, body: ApiKeyCreate | None = None
+    user_id: uuid.UUID, principal: PrincipalDep, db: DbDep, body: ApiKeyCreate | None = None
 ) -> Results[ApiKeyOut]:
     _require_self_or_superuser(principal, user_id)
     body = body or ApiKeyCreate()
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         if await users.get_user(conn, user_id) is None:
             raise ApiError(404, f"user {user_id} not found")
         key_id, raw = await api_keys.create_api_key(conn, user_id, body.name, body.description)
@@ -573,10 +587,10 @@ async def create_api_key(
 
 @router.get("/{user_id}/api-keys", response_model=PaginatedResults[list[ApiKeyInfo]])
 async def list_api_keys(
-    user_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep
+    user_id: uuid.UUID, principal: PrincipalDep, db: DbDep
 ) -> PaginatedResults[list[ApiKeyInfo]]:
     _require_self_or_superuser(principal, user_id)
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         rows = await api_keys.list_api_keys(conn, user_id)
     return PaginatedResults(
         total_entries=len(rows),
@@ -595,10 +609,10 @@ async def list_api_keys(
 
 @router.delete("/{user_id}/api-keys/{key_id}", response_model=Results[GenericBoolean])
 async def delete_api_key(
-    user_id: uuid.UUID, key_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep
+    user_id: uuid.UUID, key_id: uuid.UUID, principal: PrincipalDep, db: DbDep
 ) -> Results[GenericBoolean]:
     _require_self_or_superuser(principal, user_id)
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         if not await api_keys.delete_api_key(conn, user_id, key_id):
             raise ApiError(404, f"API key {key_id} not found")
     return Results(results=GenericBoolean(success=True))
