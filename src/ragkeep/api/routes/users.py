@@ -7,16 +7,14 @@ caller to count, and a stale token still sent with them must not stop them (see 
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Form, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ragkeep.api import ratelimit
-from ragkeep.api.deps import BIGINT_MAX, DbDep, Limit, Offset, PrincipalDep, ServicesDep, SuperuserDep, optional_principal
+from ragkeep.api.deps import DbDep, Limit, Offset, PrincipalDep, ServicesDep, SuperuserDep, optional_principal
 from ragkeep.api.errors import ApiError
 from ragkeep.api.guard import GuardedRoute
 from ragkeep.api.schemas import (
@@ -25,63 +23,34 @@ from ragkeep.api.schemas import (
     ApiKeyOut,
     GenericBoolean,
     GenericMessage,
+    LimitsOut,
     PaginatedResults,
+    PasswordChange,
+    RateLimits,
+    RateUsage,
     Results,
+    RouteUsage,
+    StorageLimits,
     Token,
     TokenPairOut,
+    UsageLimit,
     UserCreate,
+    UserDelete,
     UserOut,
+    UserUpdate,
+    user_out,
 )
 from ragkeep.auth import api_keys, limits, throttle, tokens, users
-from ragkeep.auth.passwords import MIN_PASSWORD_LENGTH
 from ragkeep.auth.tokens import InvalidToken, TokenPair
-from ragkeep.auth.users import EmailTaken, LastSuperuser, Principal, User, UserUsage
+from ragkeep.auth.users import EmailTaken, LastSuperuser, Principal
 from ragkeep.db.shared import SharedConnection
-from ragkeep.text import json_problem, text_problem
+from ragkeep.text import text_problem
 
 router = APIRouter(prefix="/v3/users", tags=["users"], route_class=GuardedRoute)
 #: Routes without a caller; included before ``router``, whose ``POST /{user_id}`` would take "/login".
 public_router = APIRouter(prefix="/v3/users", tags=["users"], route_class=GuardedRoute)
 
 _bearer = HTTPBearer(auto_error=False)
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-
-#: ``limits_overrides`` keys (R2R's) holding a non-negative integer, or null for "the default".
-_INTEGER_OVERRIDES = frozenset(limits.STORAGE_KEYS.values()) | {
-    "global_per_min", "route_per_min", "monthly_limit", "max_file_size",
-}
-#: Rate limits are at least 1 (0 would lock the user out; deactivate them instead).
-_RATE_OVERRIDES = frozenset({"global_per_min", "route_per_min", "monthly_limit"})
-
-
-def user_out(user: User, usage: UserUsage | None = None) -> UserOut:
-    return UserOut(
-        id=user.id,
-        email=user.email,
-        is_active=user.is_active,
-        is_superuser=user.is_superuser,
-        created_at=user.created_at,
-        updated_at=user.updated_at,
-        is_verified=user.is_verified,
-        collection_ids=user.collection_ids,
-        limits_overrides=user.limits_overrides,
-        metadata=user.metadata,
-        name=user.name,
-        bio=user.bio,
-        profile_picture=user.profile_picture,
-        num_files=usage.num_files if usage else None,
-        total_size_in_bytes=usage.total_size_in_bytes if usage else None,
-    )
-
-
-def visible_user_out(viewer: Principal, user: User) -> UserOut:
-    """A user as ``viewer`` may see them: in full for themselves or a superuser; otherwise (another
-    member of a shared collection) without their settings, and only with the collections both share."""
-    if viewer.is_superuser or viewer.id == user.id:
-        return user_out(user)
-    shared = [c for c in user.collection_ids if c in viewer.collection_ids]
-    out = user_out(user)
-    return out.model_copy(update={"collection_ids": shared, "limits_overrides": None, "metadata": None})
 
 
 def _pair_out(pair: TokenPair) -> TokenPairOut:
@@ -96,109 +65,6 @@ def _require_self_or_superuser(principal: Principal, user_id: uuid.UUID) -> None
         raise ApiError(403, "you may only act on your own account")
 
 
-def _checked_text(v: str | None) -> str | None:
-    if v is not None and (problem := text_problem(v)):
-        raise ValueError(problem)
-    return v
-
-
-class UserUpdate(BaseModel):
-    """R2R's update body; absent or null fields are left as they are."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    email: str | None = Field(None, max_length=320)
-    is_superuser: bool | None = None
-    name: str | None = Field(None, max_length=200)
-    bio: str | None = Field(None, max_length=5000)
-    profile_picture: str | None = Field(None, max_length=2000)
-    limits_overrides: dict[str, Any] | None = None
-    #: Merged Stripe-style: a string sets a key, "" or null removes it, {} removes all.
-    metadata: dict[str, str | None] | None = None
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, v: str | None) -> str | None:
-        if v is not None and not _EMAIL.match(v):
-            raise ValueError("not a valid email address")
-        return v.strip() if v is not None else v
-
-    @field_validator("name", "bio", "profile_picture")
-    @classmethod
-    def _storable(cls, v: str | None) -> str | None:
-        return _checked_text(v)
-
-    @field_validator("limits_overrides")
-    @classmethod
-    def _limits(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        if v is None:
-            return v
-        if problem := json_problem(v):
-            raise ValueError(problem)
-        for key in _INTEGER_OVERRIDES & set(v):
-            _check_limit(key, v[key], minimum=1 if key in _RATE_OVERRIDES else 0)
-        by_type = v.get("max_file_size_by_type")
-        if by_type is not None:
-            if not isinstance(by_type, dict):
-                raise ValueError("max_file_size_by_type must be an object of file type to bytes")
-            for ext, value in by_type.items():
-                _check_limit(f"max_file_size_by_type.{ext}", value, minimum=0)
-        routes = v.get("route_overrides")
-        if routes is not None:
-            if not isinstance(routes, dict):
-                raise ValueError("route_overrides must be an object of route to limits")
-            for route, settings in routes.items():
-                if not route.startswith("/v3/"):
-                    raise ValueError(f"route_overrides: route templates start with /v3/: {route[:80]!r}")
-                if not isinstance(settings, dict):
-                    raise ValueError(f"route_overrides.{route} must be an object")
-                unknown = set(settings) - {"route_per_min", "monthly_limit"}
-                if unknown:
-                    raise ValueError(
-                        f"route_overrides.{route}: only route_per_min and monthly_limit are per route "
-                        f"(not {', '.join(sorted(unknown))}); global_per_min is set once, at the top level"
-                    )
-                for key, value in settings.items():
-                    _check_limit(f"route_overrides.{route}.{key}", value, minimum=1)
-        return v
-
-    @field_validator("metadata")
-    @classmethod
-    def _metadata(cls, v: dict[str, str | None] | None) -> dict[str, str | None] | None:
-        if v is None:
-            return v
-        if len(v) > 500:
-            raise ValueError("at most 500 keys")
-        for key, value in v.items():
-            if not key or len(key) > 200:
-                raise ValueError("keys must be 1 to 200 characters")
-            if len(value or "") > 5000:
-                raise ValueError(f"the value of {key!r} is longer than 5000 characters")
-        if problem := json_problem(v):
-            raise ValueError(problem)
-        return v
-
-
-class PasswordChange(BaseModel):
-    current_password: str = Field(min_length=1, max_length=1024)
-    new_password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=1024)
-    #: Not R2R's: false ends the bearer token this request carries too (every other one always ends).
-    keep_current_session: bool = True
-
-    @field_validator("new_password")
-    @classmethod
-    def _storable(cls, v: str) -> str:
-        return _checked_text(v) or v
-
-
-class UserDelete(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    password: str | None = Field(None, max_length=1024)
-    #: R2R keeps a deleted user's chunks unless this is true; ragkeep always deletes them.
-    delete_vector_data: bool | None = None
-
-
 def _check_routes(request: Request, routes: dict[str, Any]) -> None:
     """A route override must name a route template the API has, or it would never apply."""
     known = set(request.app.openapi().get("paths", {}))
@@ -209,52 +75,6 @@ def _check_routes(request: Request, routes: dict[str, Any]) -> None:
                 f"limits_overrides.route_overrides: no route {route[:200]!r}; give a route template as in "
                 "the API's paths, e.g. /v3/retrieval/search or /v3/documents/{document_id}",
             )
-
-
-def _check_limit(key: str, value: Any, *, minimum: int) -> None:
-    if value is not None and (
-        isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= BIGINT_MAX
-    ):
-        raise ValueError(f"{key} must be an integer from {minimum} to {BIGINT_MAX}, or null for the default")
-
-
-class UsageLimit(BaseModel):
-    used: int
-    limit: int
-    remaining: int
-
-
-class StorageLimits(BaseModel):
-    chunks: UsageLimit
-    documents: UsageLimit
-    collections: UsageLimit
-
-
-class RateLimits(BaseModel):
-    global_per_min: int
-    route_per_min: int | None
-    monthly_limit: int
-
-
-class RouteUsage(BaseModel):
-    route_per_min: UsageLimit
-    monthly_limit: UsageLimit
-
-
-class RateUsage(BaseModel):
-    global_per_min: UsageLimit
-    monthly_limit: UsageLimit
-    routes: dict[str, RouteUsage] = {}
-
-
-class LimitsOut(BaseModel):
-    """R2R's ``LimitsResponse`` (its client requires every ``limit`` to be an integer)."""
-
-    storage_limits: StorageLimits
-    system_defaults: RateLimits
-    user_overrides: dict[str, Any]
-    effective_limits: RateLimits
-    usage: RateUsage
 
 
 def _usage(limit: int, used: int) -> UsageLimit:
