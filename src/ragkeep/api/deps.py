@@ -1,7 +1,9 @@
-"""Request dependencies: the services, and who is calling (a bearer JWT or an ``X-API-Key``)."""
+"""Request dependencies: the services, the request's database connection, and who is calling
+(a bearer JWT or an ``X-API-Key``)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
@@ -12,6 +14,7 @@ from ragkeep.api.services import Services
 from ragkeep.auth.api_keys import verify_api_key
 from ragkeep.auth.tokens import InvalidToken
 from ragkeep.auth.users import Principal, load_principal
+from ragkeep.db.shared import SharedConnection
 from ragkeep.monitoring.activity import PRINCIPAL_STATE_KEY
 from ragkeep.search.scope import Scope
 
@@ -25,6 +28,20 @@ async def get_services(request: Request) -> Services:  # async: no thread hop pe
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
+
+async def request_connection(services: ServicesDep) -> AsyncIterator[SharedConnection]:
+    """The request's one pooled connection, shared by the credentials check, the rate limit and
+    the route; checked out at first use, returned when the route function ends (``scope="function"``:
+    before the response is sent, so a streamed body or a background task does not hold it)."""
+    shared = SharedConnection(services.db.pool)
+    try:
+        yield shared
+    finally:
+        await shared.release()
+
+
+DbDep = Annotated[SharedConnection, Depends(request_connection, scope="function")]
+
 #: PostgreSQL's bigint, the widest integer a statement takes (OFFSET, ids): a larger value must be a
 #: 422 here, not an "out of range" 500 from the database.
 BIGINT_MAX = 2**63 - 1
@@ -37,6 +54,7 @@ Limit = Annotated[int, Query(ge=1, le=1000, description="Rows to return, 1-1000.
 async def optional_principal(
     request: Request,
     services: ServicesDep,
+    db: DbDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
 ) -> Principal | None:
@@ -45,7 +63,7 @@ async def optional_principal(
     if not api_key and bearer is None:
         return None
     token_id: str | None = None
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         if api_key:
             user_id = await verify_api_key(conn, api_key)
             if user_id is None:

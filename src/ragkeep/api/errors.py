@@ -39,6 +39,8 @@ from ragkeep.errors import (
     Unavailable,
     UploadTooLarge,
 )
+from ragkeep.search.filters import FilterError
+from ragkeep.search.settings import InvalidSearch
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +127,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
         return domain_error_response(exc)
+
+    @app.exception_handler(FilterError)
+    async def _filter_error(request: Request, exc: FilterError) -> JSONResponse:
+        return _body(422, str(exc), "ApiError", path=exc.path)
+
+    @app.exception_handler(InvalidSearch)
+    async def _invalid_search(request: Request, exc: InvalidSearch) -> JSONResponse:
+        return _body(422, exc.message, "ApiError")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

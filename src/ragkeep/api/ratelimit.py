@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 
-from ragkeep.api.deps import ServicesDep, optional_principal
+from ragkeep.api.deps import DbDep, ServicesDep, optional_principal
 from ragkeep.auth.users import Principal
 from ragkeep.limits import rates
 
@@ -24,15 +24,17 @@ def route_key(request: Request) -> str:
 async def enforce_rate_limit(
     request: Request,
     services: ServicesDep,
+    db: DbDep,
     principal: Annotated[Principal | None, Depends(optional_principal)],
 ) -> None:
     """Count the caller's request or refuse it (RateLimited).
 
-    It shares the endpoint's ``optional_principal`` (FastAPI solves it once per request)."""
+    It shares the endpoint's ``optional_principal`` (FastAPI solves it once per request) and the
+    request's connection."""
     config = services.settings.limits
     if principal is None or (principal.is_superuser and config.superusers_exempt):
         return
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         await rates.count_request(conn, config, principal.id, route_key(request))
         await rates.clean_up_if_due(conn, request.app.state.rate_cleanup)
 

@@ -186,6 +186,27 @@ class Ingestor:
                     "ragkeep chunk it, or send the chunk with its embedding"
                 )
 
+    async def update_chunk(
+        self,
+        conn: psycopg.AsyncConnection,
+        owner_id: uuid.UUID,
+        chunk_id: uuid.UUID,
+        *,
+        text: str | None,
+        metadata: dict[str, Any] | None,
+    ) -> dict[str, Any] | None:
+        """Change one stored chunk: new text is embedded again (its full-text index follows), new
+        metadata replaces the chunk's. None if the chunk is gone. IngestionError for text past the
+        model's window (the model would silently cut it); EmbeddingError when embedding fails."""
+        embedding = None
+        if text is not None:
+            tokens, window = self.chunker.count([text])[0], self.embedder.max_tokens
+            if tokens > window:
+                raise IngestionError(f"text: {tokens} tokens, and the embedding model reads at most {window}; "
+                                     "shorten it or split it into two chunks")
+            embedding = (await self.embedder.embed([text]))[0]
+        return await store.update_chunk(conn, owner_id, chunk_id, text=text, metadata=metadata, embedding=embedding)
+
     async def claim(self, upload: Upload) -> None:
         """Register the document as pending; raises store.DuplicateDocument."""
         async with self.pool.connection() as conn:

@@ -15,14 +15,15 @@ from fastapi import APIRouter, Query
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ragkeep.api.deps import Limit, Offset, PrincipalDep, ServicesDep
+from ragkeep.api.deps import DbDep, Limit, Offset, PrincipalDep, ServicesDep
 from ragkeep.api.errors import ApiError
 from ragkeep.api.guard import GuardedRoute
-from ragkeep.api.routes.users import visible_user_out
 from ragkeep.api.schemas import CollectionOut, DocumentOut, GenericBoolean, GenericMessage, PaginatedResults, Results, UserOut
+from ragkeep.api.schemas import visible_user_out
 from ragkeep.auth import collections as coll
 from ragkeep.auth import users
 from ragkeep.auth.users import Principal
+from ragkeep.db.shared import SharedConnection
 from ragkeep.ingest import store
 from ragkeep.text import text_problem
 
@@ -91,9 +92,9 @@ def _out(row: dict[str, Any]) -> CollectionOut:
 
 @router.post(PREFIX, response_model=Results[CollectionOut], status_code=201)
 async def create_collection(
-    body: CollectionCreate, principal: PrincipalDep, services: ServicesDep
+    body: CollectionCreate, principal: PrincipalDep, services: ServicesDep, db: DbDep
 ) -> Results[CollectionOut]:
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         row = await coll.create_collection(
             conn, principal.id, body.name, body.description, limits_config=services.settings.limits
         )
@@ -103,7 +104,7 @@ async def create_collection(
 @router.get(PREFIX, response_model=PaginatedResults[list[CollectionOut]])
 async def list_collections(
     principal: PrincipalDep,
-    services: ServicesDep,
+    db: DbDep,
     ids: Annotated[list[uuid.UUID] | None, Query()] = None,
     offset: Offset = 0,
     limit: Limit = 100,
@@ -111,7 +112,7 @@ async def list_collections(
 ) -> PaginatedResults[list[CollectionOut]]:
     """The caller's collections (owned or member of); a superuser's list has everyone's."""
     visible_to = None if principal.is_superuser and not owner_only else principal.id
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         rows, total = await coll.list_collections(
             conn, visible_to=visible_to, owner_only=owner_only, ids=ids, offset=offset, limit=limit
         )
@@ -123,27 +124,27 @@ async def list_collections(
 async def get_collection_by_name(
     collection_name: str,
     principal: PrincipalDep,
-    services: ServicesDep,
+    db: DbDep,
     owner_id: uuid.UUID | None = None,
 ) -> Results[CollectionOut]:
     """The collection ``owner_id`` (default: the caller) has under that name, if the caller may see it."""
     if problem := text_problem(collection_name):
         raise ApiError(422, f"collection_name: {problem}")
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         row = await coll.get_collection_by_name(conn, owner_id or principal.id, collection_name)
     if row is None or not coll.can_view(principal, row["id"], row["owner_id"]):
         raise ApiError(404, f"no collection named {collection_name!r} found")
     return Results(results=_out(row))
 
 
-async def _authorized(services: ServicesDep, principal: Principal, collection_id: uuid.UUID, action: coll.Action) -> None:
-    async with services.db.pool.connection() as conn:
+async def _authorized(db: SharedConnection, principal: Principal, collection_id: uuid.UUID, action: coll.Action) -> None:
+    async with db.connection() as conn:
         await coll.authorize(conn, principal, collection_id, action)
 
 
 @router.get(PREFIX + "/{id}", response_model=Results[CollectionOut])
-async def get_collection(id: uuid.UUID, principal: PrincipalDep, services: ServicesDep) -> Results[CollectionOut]:
-    async with services.db.pool.connection() as conn:
+async def get_collection(id: uuid.UUID, principal: PrincipalDep, db: DbDep) -> Results[CollectionOut]:
+    async with db.connection() as conn:
         row = await coll.get_collection(conn, id)
     if row is None or not coll.can_view(principal, id, row["owner_id"]):
         raise ApiError(404, f"collection {id} not found")
@@ -152,20 +153,20 @@ async def get_collection(id: uuid.UUID, principal: PrincipalDep, services: Servi
 
 @router.post(PREFIX + "/{id}", response_model=Results[CollectionOut])
 async def update_collection(
-    id: uuid.UUID, body: CollectionUpdate, principal: PrincipalDep, services: ServicesDep
+    id: uuid.UUID, body: CollectionUpdate, principal: PrincipalDep, db: DbDep
 ) -> Results[CollectionOut]:
     if body.generate_description:
         raise ApiError(422, "generate_description: ragkeep has no language model to write descriptions; send one")
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         await coll.authorize(conn, principal, id, "manage")
         row = await coll.update_collection(conn, id, name=body.name, description=body.description)
     return Results(results=_out(row))
 
 
 @router.delete(PREFIX + "/{id}", response_model=Results[GenericBoolean])
-async def delete_collection(id: uuid.UUID, principal: PrincipalDep, services: ServicesDep) -> Results[GenericBoolean]:
+async def delete_collection(id: uuid.UUID, principal: PrincipalDep, db: DbDep) -> Results[GenericBoolean]:
     """Delete the collection; its documents stay with their owners, no longer in it."""
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         await coll.authorize(conn, principal, id, "manage")
         await coll.delete_collection(conn, id)
     return Results(results=GenericBoolean(success=True))
@@ -175,13 +176,13 @@ async def delete_collection(id: uuid.UUID, principal: PrincipalDep, services: Se
 async def list_collection_documents(
     id: uuid.UUID,
     principal: PrincipalDep,
-    services: ServicesDep,
+    db: DbDep,
     offset: Offset = 0,
     limit: Limit = 100,
 ) -> PaginatedResults[list[DocumentOut]]:
     """The collection's documents, newest first, each with all the collections it is in."""
-    await _authorized(services, principal, id, "view")
-    async with services.db.pool.connection() as conn:
+    await _authorized(db, principal, id, "view")
+    async with db.connection() as conn:
         rows, total = await store.list_documents(
             conn,
             sql.SQL("d.collection_ids @> %(in_collection)s::uuid[]"),
@@ -198,19 +199,19 @@ async def list_collection_documents(
 
 @router.post(PREFIX + "/{id}/documents/{document_id}", response_model=Results[GenericMessage])
 async def add_document(
-    id: uuid.UUID, document_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep
+    id: uuid.UUID, document_id: uuid.UUID, principal: PrincipalDep, db: DbDep
 ) -> Results[GenericMessage]:
     """Share a document through the collection: the caller must own both (or be a superuser)."""
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         await coll.add_document(conn, principal, id, document_id)
     return Results(results=GenericMessage(message="Document assigned to collection successfully"))
 
 
 @router.delete(PREFIX + "/{id}/documents/{document_id}", response_model=Results[GenericBoolean])
 async def remove_document(
-    id: uuid.UUID, document_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep
+    id: uuid.UUID, document_id: uuid.UUID, principal: PrincipalDep, db: DbDep
 ) -> Results[GenericBoolean]:
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         await coll.remove_document(conn, principal, id, document_id)
     return Results(results=GenericBoolean(success=True))
 
@@ -219,31 +220,31 @@ async def remove_document(
 async def list_collection_users(
     id: uuid.UUID,
     principal: PrincipalDep,
-    services: ServicesDep,
+    db: DbDep,
     offset: Offset = 0,
     limit: Limit = 100,
 ) -> PaginatedResults[list[UserOut]]:
-    await _authorized(services, principal, id, "view")
-    async with services.db.pool.connection() as conn:
+    await _authorized(db, principal, id, "view")
+    async with db.connection() as conn:
         rows, total = await users.list_users(conn, collection_id=id, offset=offset, limit=limit)
     return PaginatedResults(results=[visible_user_out(principal, u) for u, _ in rows], total_entries=total)
 
 
 @router.post(PREFIX + "/{id}/users/{user_id}", response_model=Results[GenericBoolean])
 async def add_user(
-    id: uuid.UUID, user_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep
+    id: uuid.UUID, user_id: uuid.UUID, principal: PrincipalDep, db: DbDep
 ) -> Results[GenericBoolean]:
     """Make a user a member: the collection's owner or a superuser may."""
-    await _add_member(services, principal, id, user_id)
+    await _add_member(db, principal, id, user_id)
     return Results(results=GenericBoolean(success=True))
 
 
 @router.delete(PREFIX + "/{id}/users/{user_id}", response_model=Results[GenericBoolean])
 async def remove_user(
-    id: uuid.UUID, user_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep
+    id: uuid.UUID, user_id: uuid.UUID, principal: PrincipalDep, db: DbDep
 ) -> Results[GenericBoolean]:
     """End a membership: the collection's owner or a superuser may, and a member may leave."""
-    await _remove_member(services, principal, id, user_id)
+    await _remove_member(db, principal, id, user_id)
     return Results(results=GenericBoolean(success=True))
 
 
@@ -254,14 +255,14 @@ async def remove_user(
 async def list_user_collections(
     id: uuid.UUID,
     principal: PrincipalDep,
-    services: ServicesDep,
+    db: DbDep,
     offset: Offset = 0,
     limit: Limit = 100,
 ) -> PaginatedResults[list[CollectionOut]]:
     """The collections a user owns or is a member of: their own, or anyone's for a superuser."""
     if id != principal.id and not principal.is_superuser:
         raise ApiError(403, "you may only list your own collections")
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         if id != principal.id and await users.get_user(conn, id) is None:
             raise ApiError(404, f"user {id} not found")
         rows, total = await coll.list_collections(conn, visible_to=id, offset=offset, limit=limit)
@@ -270,25 +271,25 @@ async def list_user_collections(
 
 @router.post("/v3/users/{id}/collections/{collection_id}", response_model=Results[GenericBoolean])
 async def add_user_to_collection(
-    id: uuid.UUID, collection_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep
+    id: uuid.UUID, collection_id: uuid.UUID, principal: PrincipalDep, db: DbDep
 ) -> Results[GenericBoolean]:
     """As ``POST /v3/collections/{collection_id}/users/{id}``: only the collection's owner or a
     superuser adds members (R2R lets any user add themselves to any collection)."""
-    await _add_member(services, principal, collection_id, id)
+    await _add_member(db, principal, collection_id, id)
     return Results(results=GenericBoolean(success=True))
 
 
 @router.delete("/v3/users/{id}/collections/{collection_id}", response_model=Results[GenericBoolean])
 async def remove_user_from_collection(
-    id: uuid.UUID, collection_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep
+    id: uuid.UUID, collection_id: uuid.UUID, principal: PrincipalDep, db: DbDep
 ) -> Results[GenericBoolean]:
     """As ``DELETE /v3/collections/{collection_id}/users/{id}``."""
-    await _remove_member(services, principal, collection_id, id)
+    await _remove_member(db, principal, collection_id, id)
     return Results(results=GenericBoolean(success=True))
 
 
-async def _add_member(services: ServicesDep, principal: Principal, collection_id: uuid.UUID, user_id: uuid.UUID) -> None:
-    async with services.db.pool.connection() as conn:
+async def _add_member(db: SharedConnection, principal: Principal, collection_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    async with db.connection() as conn:
         try:
             await coll.add_user(conn, principal, collection_id, user_id)
         except psycopg.errors.ForeignKeyViolation:  # the user was deleted a moment ago
@@ -296,7 +297,7 @@ async def _add_member(services: ServicesDep, principal: Principal, collection_id
 
 
 async def _remove_member(
-    services: ServicesDep, principal: Principal, collection_id: uuid.UUID, user_id: uuid.UUID
+    db: SharedConnection, principal: Principal, collection_id: uuid.UUID, user_id: uuid.UUID
 ) -> None:
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         await coll.remove_user(conn, principal, collection_id, user_id)

@@ -10,11 +10,11 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from ragkeep.api.deps import Limit, Offset, PrincipalDep, ServicesDep, require_owner, scope_of
+from ragkeep.api.deps import DbDep, Limit, Offset, PrincipalDep, ServicesDep, require_owner, scope_of
 from ragkeep.api.errors import ApiError, status_of
 from ragkeep.api.forms import check_form
 from ragkeep.api.guard import GuardedRoute
-from ragkeep.api.routes.retrieval import search_chunks, search_kind
+from ragkeep.api.params import compile_named, json_field, query_filters
 from ragkeep.api.schemas import (
     CollectionOut,
     ChunkOut,
@@ -24,10 +24,11 @@ from ragkeep.api.schemas import (
     PaginatedResults,
     Results,
     SearchRequest,
-    SearchSettings,
 )
+from ragkeep.api.searching import ChunkSearchDep
 from ragkeep.auth import collections as coll
 from ragkeep.auth.users import Principal
+from ragkeep.db.shared import SharedConnection
 from ragkeep.errors import Conflict, Forbidden, NotFound
 from ragkeep.ingest import store
 from ragkeep.ingest.parsers import UnsupportedDocumentType, detect_type
@@ -41,8 +42,8 @@ from ragkeep.ingest.pipeline import (
 )
 from ragkeep.limits import storage
 from ragkeep.search import chunks as chunk_listing
-from ragkeep.search.filters import CompiledFilter, FilterError, compile_filters
 from ragkeep.search.scope import Scope
+from ragkeep.search.settings import search_kind
 from ragkeep.text import JsonError, json_problem, parse_json, text_problem
 
 router = APIRouter(prefix="/v3/documents", tags=["documents"], route_class=GuardedRoute)
@@ -58,18 +59,6 @@ MAX_CHUNKS_PER_DOCUMENT = 100_000
 MAX_DOCUMENT_SEARCH_WINDOW = 20_000
 
 
-def _json_field(name: str, raw: str | None, kind: type) -> Any:
-    if raw is None or raw == "":
-        return None
-    try:
-        value = parse_json(raw)
-    except JsonError as e:
-        raise ApiError(422, f"{name}: {e}") from None
-    if not isinstance(value, kind):
-        raise ApiError(422, f"{name}: expected a JSON {'object' if kind is dict else 'array'}")
-    return value
-
-
 def _uuid(name: str, raw: Any) -> uuid.UUID:
     try:
         return uuid.UUID(str(raw))
@@ -78,7 +67,7 @@ def _uuid(name: str, raw: Any) -> uuid.UUID:
 
 
 def _chunks(raw: str) -> list[ChunkInput]:
-    items = _json_field("chunks", raw, list)
+    items = json_field("chunks", raw, list)
     if not items:
         raise ApiError(422, "chunks: expected a non-empty JSON array")
     if len(items) > MAX_CHUNKS_PER_DOCUMENT:
@@ -104,12 +93,12 @@ def _chunks(raw: str) -> list[ChunkInput]:
     return out
 
 
-async def _check_collections(services: ServicesDep, principal: Principal, ids: list[uuid.UUID]) -> None:
+async def _check_collections(db: SharedConnection, principal: Principal, ids: list[uuid.UUID]) -> None:
     """The same rule as ``POST /v3/collections/{id}/documents/{document_id}``: putting a document
     in a collection changes the collection, which only its owner (or a superuser) may do."""
     if not ids:  # most uploads: no connection to check out
         return
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         for cid in ids:
             try:
                 await coll.authorize(conn, principal, cid, "manage")
@@ -122,6 +111,7 @@ async def create_document(
     request: Request,
     principal: PrincipalDep,
     services: ServicesDep,
+    db: DbDep,
     file: Annotated[UploadFile | None, File()] = None,
     raw_text: Annotated[str | None, Form()] = None,
     chunks: Annotated[str | None, Form()] = None,
@@ -136,12 +126,12 @@ async def create_document(
     given = [name for name, v in (("file", file), ("raw_text", raw_text), ("chunks", chunks)) if v is not None]
     if len(given) != 1:
         raise ApiError(422, f"exactly one of 'file', 'raw_text' or 'chunks' must be given (got {len(given)})")
-    meta = _json_field("metadata", metadata, dict) or {}
-    coll_ids = [_uuid(f"collection_ids[{i}]", c) for i, c in enumerate(_json_field("collection_ids", collection_ids, list) or [])]
+    meta = json_field("metadata", metadata, dict) or {}
+    coll_ids = [_uuid(f"collection_ids[{i}]", c) for i, c in enumerate(json_field("collection_ids", collection_ids, list) or [])]
     doc_id = _uuid("id", id) if id else uuid.uuid4()
     cfg = services.settings.ingestion
     quota = services.settings.limits
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         owner = await storage.read_owner(conn, principal.id)
     # Early and unlocked, to spare reading, parsing and embedding a document that cannot fit (it
     # has one chunk at least); the exact checks run under the owner's lock when writing.
@@ -182,7 +172,7 @@ async def create_document(
     else:  # the count above let exactly one through
         raise RuntimeError("no document source, yet one was counted")
 
-    await _check_collections(services, principal, coll_ids)
+    await _check_collections(db, principal, coll_ids)
     upload = Upload(
         owner_id=principal.id,
         document_id=doc_id,
@@ -193,6 +183,7 @@ async def create_document(
         collection_ids=tuple(coll_ids),
         limits=services.settings.limits,  # held to at the claim and the chunk write
     )
+    await db.release()  # ingestion takes pool connections of its own: hold no idle one meanwhile
     ingestor = services.ingestor
     try:
         ingestor.validate(upload)
@@ -220,48 +211,9 @@ def _document_out(row: dict[str, Any]) -> DocumentOut:
     return DocumentOut.from_row(row)
 
 
-def chunk_out(row: dict[str, Any]) -> ChunkOut:
-    vec = row.get("embedding")
-    return ChunkOut(
-        id=row["id"],
-        document_id=row["document_id"],
-        owner_id=row["owner_id"],
-        collection_ids=row["collection_ids"],
-        text=row["text"],
-        metadata=row["metadata"],
-        vector=vec.to_list() if vec is not None else None,
-    )
-
-
-# -- filters given as query parameters (R2R's SDK sends JSON text) --------------------------------
-
-
-def _compile(name: str, value: dict[str, Any], alias: str) -> CompiledFilter:
-    """Compile, reporting errors under the parameter's own name (``metadata_filter.topic.$xx``)."""
-    try:
-        return compile_filters(value, alias=alias)
-    except FilterError as e:
-        path = name + e.path[len("filters"):] if e.path.startswith("filters") else e.path
-        raise ApiError(422, f"{path}: {e.message}", path=path) from None
-
-
-def query_filters(given: dict[str, str | None], alias: str = "c") -> CompiledFilter:
-    """Parse and AND the JSON filters given as query parameters (``{name: raw JSON or None}``)."""
-    parsed = {}
-    for name, raw in given.items():
-        value = _json_field(name, raw, dict)
-        if value:
-            _compile(name, value, alias)  # errors name the parameter they came from
-            parsed[name] = value
-    if not parsed:
-        return compile_filters(None)
-    values = list(parsed.values())
-    return compile_filters(values[0] if len(values) == 1 else {"$and": values}, alias=alias)
-
-
-async def _visible_document(services: ServicesDep, principal: Principal, document_id: uuid.UUID) -> dict[str, Any]:
+async def _visible_document(db: SharedConnection, principal: Principal, document_id: uuid.UUID) -> dict[str, Any]:
     """The document if the caller may read it; 404 otherwise, so existence does not leak."""
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         row = await store.get_document(conn, document_id)
     if row is None or not (
         principal.is_superuser
@@ -272,9 +224,9 @@ async def _visible_document(services: ServicesDep, principal: Principal, documen
     return row
 
 
-async def _owned_document(services: ServicesDep, principal: Principal, document_id: uuid.UUID, action: str) -> dict[str, Any]:
+async def _owned_document(db: SharedConnection, principal: Principal, document_id: uuid.UUID, action: str) -> dict[str, Any]:
     """The document if the caller may change it: 404 if they cannot even read it, 403 if they only read it."""
-    row = await _visible_document(services, principal, document_id)
+    row = await _visible_document(db, principal, document_id)
     require_owner(principal, row["owner_id"], "document", action)
     return row
 
@@ -282,7 +234,7 @@ async def _owned_document(services: ServicesDep, principal: Principal, document_
 @router.get("", response_model=PaginatedResults[list[DocumentOut]])
 async def list_documents(
     principal: PrincipalDep,
-    services: ServicesDep,
+    db: DbDep,
     ids: Annotated[list[uuid.UUID] | None, Query()] = None,
     offset: Offset = 0,
     limit: Limit = 100,
@@ -291,13 +243,15 @@ async def list_documents(
 ) -> PaginatedResults[list[DocumentOut]]:
     scope = Scope(owner_id=principal.id) if owner_only else scope_of(principal)
     scope_sql, scope_params = scope.clause("d")
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         rows, total = await store.list_documents(conn, scope_sql, scope_params, ids=ids, limit=limit, offset=offset)
     return PaginatedResults(results=[_document_out(r) for r in rows], total_entries=total)
 
 
 @router.post("/search", response_model=Results[list[DocumentOut]])
-async def search_documents(body: SearchRequest, principal: PrincipalDep, services: ServicesDep) -> Results[list[DocumentOut]]:
+async def search_documents(
+    body: SearchRequest, principal: PrincipalDep, db: DbDep, search_chunks: ChunkSearchDep
+) -> Results[list[DocumentOut]]:
     """Documents ranked by their best chunk: the chunk search, grouped by document.
 
     The ranked chunks are read in growing windows until enough distinct documents are found (or
@@ -305,16 +259,14 @@ async def search_documents(body: SearchRequest, principal: PrincipalDep, service
     its best chunk does. (Hybrid scores are fused within the window read, as any hybrid page is.)
     R2R's shape: the score goes in ``metadata.search_score``, the kind in ``metadata.search_type``.
     """
-    settings = SearchSettings.for_mode(body.search_mode, body.search_settings)
+    settings = body.settings()
     kind = search_kind(settings)
     wanted = settings.offset + settings.limit
     window = min(max(4 * wanted, 100), MAX_DOCUMENT_SEARCH_WINDOW)
     best: dict[uuid.UUID, float] = {}
     while True:
         inner = settings.model_copy(update={"limit": window, "offset": 0, "include_scores": True})
-        hits = await search_chunks(
-            SearchRequest.model_construct(query=body.query, search_mode="custom", search_settings=inner), principal, services
-        )
+        hits = await search_chunks(body.query, inner)
         best = {}
         for hit in hits:
             best.setdefault(hit.document_id, float(hit.score or 0.0))
@@ -325,7 +277,7 @@ async def search_documents(body: SearchRequest, principal: PrincipalDep, service
     if not page:
         return Results(results=[])
     scope_sql, scope_params = scope_of(principal).clause("d")
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         rows, _ = await store.list_documents(conn, scope_sql, scope_params, ids=page, limit=len(page), offset=0)
     by_id = {r["id"]: r for r in rows}
     out = []
@@ -395,7 +347,7 @@ def _check_delete_filter(node: Any, path: str) -> None:
 async def delete_documents_by_filter(
     request: Request,
     principal: PrincipalDep,
-    services: ServicesDep,
+    db: DbDep,
     filters: Annotated[str | None, Query(description="the filters as JSON, when not sent as the body")] = None,
 ) -> Results[DeleteByFilterOut]:
     """Delete the caller's documents matching the filters (any owner's, for a superuser).
@@ -413,14 +365,14 @@ async def delete_documents_by_filter(
             raise ApiError(422, "filters: required; send the filters object as the request body")
         value = filters
     if isinstance(value, str):
-        value = _json_field("filters", value, dict)
+        value = json_field("filters", value, dict)
     if not isinstance(value, dict):
         raise ApiError(422, "filters: expected a JSON object of field conditions")
     if problem := json_problem(value, "filters"):
         raise ApiError(422, problem)
     _check_delete_filter(value, "filters")
-    compiled = _compile("filters", value, store.DOCUMENT_FILTER_ALIAS)
-    async with services.db.pool.connection() as conn:
+    compiled = compile_named("filters", value, store.DOCUMENT_FILTER_ALIAS)
+    async with db.connection() as conn:
         deleted = await store.delete_documents_where(
             conn, None if principal.is_superuser else principal.id, compiled.clause, compiled.params
         )
@@ -428,16 +380,16 @@ async def delete_documents_by_filter(
 
 
 @router.get("/{document_id}", response_model=Results[DocumentOut])
-async def get_document(document_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep) -> Results[DocumentOut]:
-    return Results(results=_document_out(await _visible_document(services, principal, document_id)))
+async def get_document(document_id: uuid.UUID, principal: PrincipalDep, db: DbDep) -> Results[DocumentOut]:
+    return Results(results=_document_out(await _visible_document(db, principal, document_id)))
 
 
 @router.delete("/{document_id}", response_model=Results[GenericBoolean])
 async def delete_document(
-    document_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep
+    document_id: uuid.UUID, principal: PrincipalDep, db: DbDep
 ) -> Results[GenericBoolean]:
-    row = await _owned_document(services, principal, document_id, "delete")
-    async with services.db.pool.connection() as conn:
+    row = await _owned_document(db, principal, document_id, "delete")
+    async with db.connection() as conn:
         await store.delete_document(conn, row["owner_id"], document_id)
     return Results(results=GenericBoolean(success=True))
 
@@ -457,11 +409,11 @@ def _metadata_items(value: Any) -> list[dict[str, Any]]:
 
 
 async def _set_metadata(
-    document_id: uuid.UUID, body: Any, principal: Principal, services: ServicesDep, *, replace: bool
+    document_id: uuid.UUID, body: Any, principal: Principal, db: SharedConnection, *, replace: bool
 ) -> Results[DocumentOut]:
     items = _metadata_items(body)
-    row = await _owned_document(services, principal, document_id, "change")
-    async with services.db.pool.connection() as conn:
+    row = await _owned_document(db, principal, document_id, "change")
+    async with db.connection() as conn:
         try:
             updated = await store.update_document_metadata(conn, row["owner_id"], document_id, items, replace=replace)
         except store.DocumentBusy as e:
@@ -476,36 +428,36 @@ _METADATA_BODY = _json_body_doc("metadata objects, merged in order", {"type": "a
 
 @router.patch("/{document_id}/metadata", response_model=Results[DocumentOut], openapi_extra=_METADATA_BODY)
 async def append_metadata(
-    document_id: uuid.UUID, request: Request, principal: PrincipalDep, services: ServicesDep
+    document_id: uuid.UUID, request: Request, principal: PrincipalDep, db: DbDep
 ) -> Results[DocumentOut]:
     """Merge the given objects into the document's metadata (and its chunks')."""
     body = await _json_body(request, "metadata")
-    return await _set_metadata(document_id, body, principal, services, replace=False)
+    return await _set_metadata(document_id, body, principal, db, replace=False)
 
 
 @router.put("/{document_id}/metadata", response_model=Results[DocumentOut], openapi_extra=_METADATA_BODY)
 async def replace_metadata(
-    document_id: uuid.UUID, request: Request, principal: PrincipalDep, services: ServicesDep
+    document_id: uuid.UUID, request: Request, principal: PrincipalDep, db: DbDep
 ) -> Results[DocumentOut]:
     """Replace the document's metadata with the given objects merged (its chunks keep their own keys)."""
     body = await _json_body(request, "metadata")
-    return await _set_metadata(document_id, body, principal, services, replace=True)
+    return await _set_metadata(document_id, body, principal, db, replace=True)
 
 
 @router.get("/{document_id}/chunks", response_model=PaginatedResults[list[ChunkOut]])
 async def list_document_chunks(
     document_id: uuid.UUID,
     principal: PrincipalDep,
-    services: ServicesDep,
+    db: DbDep,
     offset: Offset = 0,
     limit: Limit = 100,
     include_vectors: bool = False,
     metadata_filter: Annotated[str | None, Query(description="filters (JSON) on the chunks")] = None,
     filters: Annotated[str | None, Query(description="filters (JSON) on the chunks")] = None,
 ) -> PaginatedResults[list[ChunkOut]]:
-    row = await _visible_document(services, principal, document_id)
+    row = await _visible_document(db, principal, document_id)
     compiled = query_filters({"filters": filters, "metadata_filter": metadata_filter})
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         rows, total = await chunk_listing.list_chunks(
             conn,
             scope_of(principal),
@@ -515,24 +467,24 @@ async def list_document_chunks(
             include_vectors=include_vectors,
             document=(row["owner_id"], document_id),
         )
-    return PaginatedResults(results=[chunk_out(r) for r in rows], total_entries=total)
+    return PaginatedResults(results=[ChunkOut.from_row(r) for r in rows], total_entries=total)
 
 
 @router.get("/{document_id}/collections", response_model=PaginatedResults[list[CollectionOut]])
 async def list_document_collections(
     document_id: uuid.UUID,
     principal: PrincipalDep,
-    services: ServicesDep,
+    db: DbDep,
     offset: Offset = 0,
     limit: Limit = 100,
 ) -> PaginatedResults[list[CollectionOut]]:
     """The collections holding the document, newest first. Its owner and superusers see them all;
     a member reading it through a collection sees only the collections they belong to."""
-    row = await _visible_document(services, principal, document_id)
+    row = await _visible_document(db, principal, document_id)
     ids = list(row["collection_ids"])
     if not (principal.is_superuser or row["owner_id"] == principal.id):
         mine = set(principal.collection_ids)
         ids = [c for c in ids if c in mine]
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         rows, total = await store.document_collections(conn, ids, limit=limit, offset=offset)
     return PaginatedResults(results=[CollectionOut(**r) for r in rows], total_entries=total)

@@ -9,10 +9,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from ragkeep.api.deps import Limit, Offset, ServicesDep, SuperuserDep
+from ragkeep.api.deps import DbDep, Limit, Offset, ServicesDep, SuperuserDep
 from ragkeep.api.errors import ApiError
 from ragkeep.api.guard import GuardedRoute
 from ragkeep.api.schemas import GenericMessage, PaginatedResults, Results
+from ragkeep.db.shared import SharedConnection
 from ragkeep.indices.advice import advise
 from ragkeep.indices.build import IndexSpec, IndexSpecError, Measure, Method
 from ragkeep.indices.catalog import has_extension, list_vector_indexes
@@ -44,7 +45,7 @@ def resolve_table(name: str) -> str:
 @router.get("", response_model=PaginatedResults[IndicesOut])
 async def list_indices(
     _: SuperuserDep,
-    services: ServicesDep,
+    services: ServicesDep, db: DbDep,
     offset: Offset = 0,
     limit: Limit = 100,
     filters: Annotated[str | None, Query(description='JSON, e.g. {"table_name": "vectors"}')] = None,
@@ -59,7 +60,7 @@ async def list_indices(
             raise ApiError(422, "filters: only {\"table_name\": ...} is supported")
         if "table_name" in parsed:
             table = resolve_table(str(parsed["table_name"]))
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         rows, total = await list_vector_indexes(conn, table=table, limit=limit, offset=offset)
     return PaginatedResults(
         results=IndicesOut(indices=[IndexOut(index=_with_state(services, r)) for r in rows]), total_entries=total
@@ -104,8 +105,8 @@ class IndexCreated(BaseModel):
     build: dict[str, Any]
 
 
-async def _one(services: ServicesDep, table: str, name: str) -> dict[str, Any]:
-    async with services.db.pool.connection() as conn:
+async def _one(services: ServicesDep, db: SharedConnection, table: str, name: str) -> dict[str, Any]:
+    async with db.connection() as conn:
         rows, _ = await list_vector_indexes(conn, table=resolve_table(table), name=name, limit=1)
     if not rows:
         raise ApiError(404, f"no vector index {name!r} on table {table!r}")
@@ -113,7 +114,7 @@ async def _one(services: ServicesDep, table: str, name: str) -> dict[str, Any]:
 
 
 @router.post("", response_model=Results[IndexCreated], status_code=202)
-async def create_index(body: IndexCreate, _: SuperuserDep, services: ServicesDep) -> Results[IndexCreated]:
+async def create_index(body: IndexCreate, _: SuperuserDep, services: ServicesDep, db: DbDep) -> Results[IndexCreated]:
     c = body.config
     method = "hnsw" if c.index_method == "auto" else c.index_method
     if body.filters is not None and c.filters is not None and body.filters != c.filters:
@@ -132,7 +133,7 @@ async def create_index(body: IndexCreate, _: SuperuserDep, services: ServicesDep
         ).validated()
     except IndexSpecError as e:
         raise ApiError(422, str(e)) from None
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         cur = await conn.execute("SELECT 1 FROM pg_class WHERE relname = %s", (spec.name,))
         if await cur.fetchone():
             raise ApiError(409, f"index_name: a relation named {spec.name!r} already exists")
@@ -140,6 +141,7 @@ async def create_index(body: IndexCreate, _: SuperuserDep, services: ServicesDep
             cur = await conn.execute("SELECT 1 FROM users WHERE id = %s", (owner,))
             if await cur.fetchone() is None:
                 raise ApiError(404, f"filters: no user with id {owner}")
+    await db.release()
     record = await services.indexes.start(spec)
     message = f"Index {spec.name} is being built; GET /v3/indices shows its status."
     if record.plan.warning:
@@ -155,38 +157,47 @@ async def create_index(body: IndexCreate, _: SuperuserDep, services: ServicesDep
 
 
 @router.get("/advice", response_model=Results[dict[str, Any]])
-async def advice(_: SuperuserDep, services: ServicesDep) -> Results[dict[str, Any]]:
+async def advice(_: SuperuserDep, services: ServicesDep, db: DbDep) -> Results[dict[str, Any]]:
     """Do you need vector indexes? From live vector counts and the last 7 days of searches."""
-    await services.searches.flush()  # include this replica's latest searches
-    async with services.db.pool.connection() as conn:
+    await db.release()
+    await services.searches.flush()  # include this replica's latest searches (over a connection of its own)
+    async with db.connection() as conn:
         traffic = await search_traffic(conn)
         return Results(results=await advise(conn, services.settings, services.embedder.dimension, traffic))
 
 
 @router.post("/{table_name}/{index_name}/warm", response_model=Results[IndexOut])
-async def warm_index(table_name: str, index_name: str, _: SuperuserDep, services: ServicesDep) -> Results[IndexOut]:
+async def warm_index(
+    table_name: str, index_name: str, _: SuperuserDep, services: ServicesDep, db: DbDep
+) -> Results[IndexOut]:
     """Load the index into shared buffers now (pg_prewarm); answers when it is warm."""
-    row = await _one(services, table_name, index_name)
+    row = await _one(services, db, table_name, index_name)
     if row["status"] != "valid":
         raise ApiError(409, f"index {index_name!r} is {row['status']}, not valid; only a valid index can be warmed")
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         if not await has_extension(conn, "pg_prewarm"):
             raise ApiError(503, "the pg_prewarm extension is not installed in this database; CREATE EXTENSION pg_prewarm")
+    await db.release()  # warming takes its own connection, for as long as the index takes to load
     state = await services.indexes.warmer.warm(index_name)
     if state.state == "failed":
         raise ApiError(500, f"warming {index_name} failed: {state.error}")
-    return Results(results=IndexOut(index=await _one(services, table_name, index_name)))
+    return Results(results=IndexOut(index=await _one(services, db, table_name, index_name)))
 
 
 @router.get("/{table_name}/{index_name}", response_model=Results[IndexOut])
-async def get_index(table_name: str, index_name: str, _: SuperuserDep, services: ServicesDep) -> Results[IndexOut]:
-    return Results(results=IndexOut(index=await _one(services, table_name, index_name)))
+async def get_index(
+    table_name: str, index_name: str, _: SuperuserDep, services: ServicesDep, db: DbDep
+) -> Results[IndexOut]:
+    return Results(results=IndexOut(index=await _one(services, db, table_name, index_name)))
 
 
 @router.delete("/{table_name}/{index_name}", response_model=Results[GenericMessage])
-async def delete_index(table_name: str, index_name: str, _: SuperuserDep, services: ServicesDep) -> Results[GenericMessage]:
+async def delete_index(
+    table_name: str, index_name: str, _: SuperuserDep, services: ServicesDep, db: DbDep
+) -> Results[GenericMessage]:
     """R2R answers a message here, not ``{success}``; so do we."""
-    await _one(services, table_name, index_name)  # only vector indexes of known tables may be dropped
+    await _one(services, db, table_name, index_name)  # only vector indexes of known tables may be dropped
+    await db.release()  # the drop (CONCURRENTLY) runs on its own connection and may wait
     await services.indexes.drop(index_name)  # and this app's planner forgets it
     services.indexes.forget(index_name)
     return Results(results=GenericMessage(message=f"Index {index_name} dropped."))

@@ -7,15 +7,13 @@ caller to count, and a stale token still sent with them must not stop them (see 
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Form, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ragkeep.api.deps import BIGINT_MAX, Limit, Offset, PrincipalDep, ServicesDep, SuperuserDep, optional_principal
+from ragkeep.api.deps import DbDep, Limit, Offset, PrincipalDep, ServicesDep, SuperuserDep, optional_principal
 from ragkeep.api.errors import ApiError
 from ragkeep.api.guard import GuardedRoute
 from ragkeep.api.schemas import (
@@ -24,63 +22,35 @@ from ragkeep.api.schemas import (
     ApiKeyOut,
     GenericBoolean,
     GenericMessage,
+    LimitsOut,
     PaginatedResults,
+    PasswordChange,
+    RateLimitsOut,
+    RateUsage,
     Results,
+    RouteUsage,
+    StorageLimitsOut,
     Token,
     TokenPairOut,
+    UsageLimit,
     UserCreate,
+    UserDelete,
     UserOut,
+    UserUpdate,
+    user_out,
 )
 from ragkeep.auth import api_keys, throttle, tokens, users
-from ragkeep.auth.passwords import MIN_PASSWORD_LENGTH
 from ragkeep.auth.tokens import InvalidToken, TokenPair
-from ragkeep.auth.users import EmailTaken, LastSuperuser, Principal, User, UserUsage
+from ragkeep.auth.users import EmailTaken, LastSuperuser, Principal
+from ragkeep.db.shared import SharedConnection
 from ragkeep.limits import rates, storage
-from ragkeep.text import json_problem, text_problem
+from ragkeep.text import text_problem
 
 router = APIRouter(prefix="/v3/users", tags=["users"], route_class=GuardedRoute)
 #: Routes without a caller; included before ``router``, whose ``POST /{user_id}`` would take "/login".
 public_router = APIRouter(prefix="/v3/users", tags=["users"], route_class=GuardedRoute)
 
 _bearer = HTTPBearer(auto_error=False)
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-
-#: ``limits_overrides`` keys (R2R's) holding a non-negative integer, or null for "the default".
-_INTEGER_OVERRIDES = frozenset(storage.STORAGE_KEYS.values()) | {
-    "global_per_min", "route_per_min", "monthly_limit", "max_file_size",
-}
-#: Rate limits are at least 1 (0 would lock the user out; deactivate them instead).
-_RATE_OVERRIDES = frozenset({"global_per_min", "route_per_min", "monthly_limit"})
-
-
-def user_out(user: User, usage: UserUsage | None = None) -> UserOut:
-    return UserOut(
-        id=user.id,
-        email=user.email,
-        is_active=user.is_active,
-        is_superuser=user.is_superuser,
-        created_at=user.created_at,
-        updated_at=user.updated_at,
-        is_verified=user.is_verified,
-        collection_ids=user.collection_ids,
-        limits_overrides=user.limits_overrides,
-        metadata=user.metadata,
-        name=user.name,
-        bio=user.bio,
-        profile_picture=user.profile_picture,
-        num_files=usage.num_files if usage else None,
-        total_size_in_bytes=usage.total_size_in_bytes if usage else None,
-    )
-
-
-def visible_user_out(viewer: Principal, user: User) -> UserOut:
-    """A user as ``viewer`` may see them: in full for themselves or a superuser; otherwise (another
-    member of a shared collection) without their settings, and only with the collections both share."""
-    if viewer.is_superuser or viewer.id == user.id:
-        return user_out(user)
-    shared = [c for c in user.collection_ids if c in viewer.collection_ids]
-    out = user_out(user)
-    return out.model_copy(update={"collection_ids": shared, "limits_overrides": None, "metadata": None})
 
 
 def _pair_out(pair: TokenPair) -> TokenPairOut:
@@ -95,109 +65,6 @@ def _require_self_or_superuser(principal: Principal, user_id: uuid.UUID) -> None
         raise ApiError(403, "you may only act on your own account")
 
 
-def _checked_text(v: str | None) -> str | None:
-    if v is not None and (problem := text_problem(v)):
-        raise ValueError(problem)
-    return v
-
-
-class UserUpdate(BaseModel):
-    """R2R's update body; absent or null fields are left as they are."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    email: str | None = Field(None, max_length=320)
-    is_superuser: bool | None = None
-    name: str | None = Field(None, max_length=200)
-    bio: str | None = Field(None, max_length=5000)
-    profile_picture: str | None = Field(None, max_length=2000)
-    limits_overrides: dict[str, Any] | None = None
-    #: Merged Stripe-style: a string sets a key, "" or null removes it, {} removes all.
-    metadata: dict[str, str | None] | None = None
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, v: str | None) -> str | None:
-        if v is not None and not _EMAIL.match(v):
-            raise ValueError("not a valid email address")
-        return v.strip() if v is not None else v
-
-    @field_validator("name", "bio", "profile_picture")
-    @classmethod
-    def _storable(cls, v: str | None) -> str | None:
-        return _checked_text(v)
-
-    @field_validator("limits_overrides")
-    @classmethod
-    def _limits(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        if v is None:
-            return v
-        if problem := json_problem(v):
-            raise ValueError(problem)
-        for key in _INTEGER_OVERRIDES & set(v):
-            _check_limit(key, v[key], minimum=1 if key in _RATE_OVERRIDES else 0)
-        by_type = v.get("max_file_size_by_type")
-        if by_type is not None:
-            if not isinstance(by_type, dict):
-                raise ValueError("max_file_size_by_type must be an object of file type to bytes")
-            for ext, value in by_type.items():
-                _check_limit(f"max_file_size_by_type.{ext}", value, minimum=0)
-        routes = v.get("route_overrides")
-        if routes is not None:
-            if not isinstance(routes, dict):
-                raise ValueError("route_overrides must be an object of route to limits")
-            for route, settings in routes.items():
-                if not route.startswith("/v3/"):
-                    raise ValueError(f"route_overrides: route templates start with /v3/: {route[:80]!r}")
-                if not isinstance(settings, dict):
-                    raise ValueError(f"route_overrides.{route} must be an object")
-                unknown = set(settings) - {"route_per_min", "monthly_limit"}
-                if unknown:
-                    raise ValueError(
-                        f"route_overrides.{route}: only route_per_min and monthly_limit are per route "
-                        f"(not {', '.join(sorted(unknown))}); global_per_min is set once, at the top level"
-                    )
-                for key, value in settings.items():
-                    _check_limit(f"route_overrides.{route}.{key}", value, minimum=1)
-        return v
-
-    @field_validator("metadata")
-    @classmethod
-    def _metadata(cls, v: dict[str, str | None] | None) -> dict[str, str | None] | None:
-        if v is None:
-            return v
-        if len(v) > 500:
-            raise ValueError("at most 500 keys")
-        for key, value in v.items():
-            if not key or len(key) > 200:
-                raise ValueError("keys must be 1 to 200 characters")
-            if len(value or "") > 5000:
-                raise ValueError(f"the value of {key!r} is longer than 5000 characters")
-        if problem := json_problem(v):
-            raise ValueError(problem)
-        return v
-
-
-class PasswordChange(BaseModel):
-    current_password: str = Field(min_length=1, max_length=1024)
-    new_password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=1024)
-    #: Not R2R's: false ends the bearer token this request carries too (every other one always ends).
-    keep_current_session: bool = True
-
-    @field_validator("new_password")
-    @classmethod
-    def _storable(cls, v: str) -> str:
-        return _checked_text(v) or v
-
-
-class UserDelete(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    password: str | None = Field(None, max_length=1024)
-    #: R2R keeps a deleted user's chunks unless this is true; ragkeep always deletes them.
-    delete_vector_data: bool | None = None
-
-
 def _check_routes(request: Request, routes: dict[str, Any]) -> None:
     """A route override must name a route template the API has, or it would never apply."""
     known = set(request.app.openapi().get("paths", {}))
@@ -210,52 +77,6 @@ def _check_routes(request: Request, routes: dict[str, Any]) -> None:
             )
 
 
-def _check_limit(key: str, value: Any, *, minimum: int) -> None:
-    if value is not None and (
-        isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= BIGINT_MAX
-    ):
-        raise ValueError(f"{key} must be an integer from {minimum} to {BIGINT_MAX}, or null for the default")
-
-
-class UsageLimit(BaseModel):
-    used: int
-    limit: int
-    remaining: int
-
-
-class StorageLimitsOut(BaseModel):
-    chunks: UsageLimit
-    documents: UsageLimit
-    collections: UsageLimit
-
-
-class RateLimitsOut(BaseModel):
-    global_per_min: int
-    route_per_min: int | None
-    monthly_limit: int
-
-
-class RouteUsage(BaseModel):
-    route_per_min: UsageLimit
-    monthly_limit: UsageLimit
-
-
-class RateUsage(BaseModel):
-    global_per_min: UsageLimit
-    monthly_limit: UsageLimit
-    routes: dict[str, RouteUsage] = {}
-
-
-class LimitsOut(BaseModel):
-    """R2R's ``LimitsResponse`` (its client requires every ``limit`` to be an integer)."""
-
-    storage_limits: StorageLimitsOut
-    system_defaults: RateLimitsOut
-    user_overrides: dict[str, Any]
-    effective_limits: RateLimitsOut
-    usage: RateUsage
-
-
 def _usage(limit: int, used: int) -> UsageLimit:
     return UsageLimit(used=used, limit=limit, remaining=max(limit - used, 0))
 
@@ -265,12 +86,15 @@ def _usage(limit: int, used: int) -> UsageLimit:
 
 @router.post("", response_model=Results[UserOut], status_code=201)
 async def register(
-    body: UserCreate, services: ServicesDep, caller: Annotated[Principal | None, Depends(optional_principal)]
+    body: UserCreate,
+    services: ServicesDep,
+    db: DbDep,
+    caller: Annotated[Principal | None, Depends(optional_principal)],
 ) -> Results[UserOut]:
     if not services.settings.auth.allow_registration:
         if caller is None or not caller.is_superuser:
             raise ApiError(403, "self-registration is disabled; ask a superuser to create your account")
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         try:
             user = await users.create_user(
                 conn, body.email, body.password, name=body.name, bio=body.bio, profile_picture=body.profile_picture
@@ -283,7 +107,7 @@ async def register(
 @router.get("", response_model=PaginatedResults[list[UserOut]])
 async def list_users(
     principal: SuperuserDep,
-    services: ServicesDep,
+    db: DbDep,
     ids: Annotated[list[uuid.UUID] | None, Query()] = None,
     email: Annotated[list[str] | None, Query()] = None,
     offset: Offset = 0,
@@ -295,7 +119,7 @@ async def list_users(
             raise ApiError(422, "email: longer than 320 characters")
         if problem := text_problem(e):
             raise ApiError(422, f"email: {problem}")
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         rows, total = await users.list_users(conn, ids=ids, emails=email, offset=offset, limit=limit)
     return PaginatedResults(results=[user_out(u, usage) for u, usage in rows], total_entries=total)
 
@@ -312,16 +136,21 @@ _THROTTLED = {429: {"description": "Too many failed log-ins: retry after the Ret
 
 @public_router.post("/login", response_model=Results[TokenPairOut], responses=_THROTTLED)
 async def login(
-    request: Request, services: ServicesDep, username: Annotated[str, Form()], password: Annotated[str, Form()]
+    request: Request,
+    services: ServicesDep,
+    db: DbDep,
+    username: Annotated[str, Form()],
+    password: Annotated[str, Form()],
 ) -> Results[TokenPairOut]:
     """Tokens for an email and password. Failed log-ins are throttled (``ragkeep.auth.throttle``):
     past a limit the answer is 429 with ``Retry-After``, before the password is even checked."""
     attempt = throttle.Attempt.of(username, client_address(request))
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         await throttle.begin(conn, services.settings.auth, attempt)
         found = await users.get_user_by_email(conn, username)
+    await db.release()
     user = await users.verify_user(found, password)  # no connection held while argon2 runs
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         if user is None:
             await throttle.prune(conn)
             raise ApiError(401, "incorrect email or password")
@@ -332,11 +161,13 @@ async def login(
     return Results(results=_pair_out(pair))
 
 
-async def _password_is_right(request: Request, services: ServicesDep, principal: Principal, password: str) -> bool:
+async def _password_is_right(
+    request: Request, services: ServicesDep, db: SharedConnection, principal: Principal, password: str
+) -> bool:
     """Check an authenticated caller's own password, throttled as their log-ins are: a stolen token
     must not become a way to guess the password."""
     attempt = throttle.Attempt.of(principal.email, client_address(request))
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         await throttle.begin(conn, services.settings.auth, attempt)
         ok = await users.check_password(conn, principal.id, password)
         if ok:
@@ -346,7 +177,7 @@ async def _password_is_right(request: Request, services: ServicesDep, principal:
 
 @public_router.post("/refresh-token", response_model=Results[TokenPairOut])
 async def refresh_token(
-    services: ServicesDep, refresh_token: Annotated[str, Body(min_length=1, max_length=4096)]
+    services: ServicesDep, db: DbDep, refresh_token: Annotated[str, Body(min_length=1, max_length=4096)]
 ) -> Results[TokenPairOut]:
     """A new token pair for a refresh token, which is used up: each one works once (as R2R).
 
@@ -355,7 +186,7 @@ async def refresh_token(
         subject, claims = services.tokens.decode(refresh_token, "refresh")
     except InvalidToken as e:
         raise ApiError(401, str(e)) from e
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         user = await users.get_user(conn, subject)
         if user is None or not user.is_active:
             raise ApiError(401, "the user of this token no longer exists or is inactive")
@@ -373,6 +204,7 @@ async def refresh_token(
 async def logout(
     principal: PrincipalDep,
     services: ServicesDep,
+    db: DbDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Results[GenericMessage]:
     """Revoke the access token this request carries, on every replica, until it expires."""
@@ -388,7 +220,7 @@ async def logout(
         raise ApiError(401, str(e)) from e
     if subject != principal.id:
         raise ApiError(400, "the bearer token and the API key sent belong to different users")
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         await tokens.revoke(conn, subject)
     return Results(results=GenericMessage(message="Logged out successfully"))
 
@@ -398,6 +230,7 @@ async def change_password(
     body: PasswordChange,
     principal: PrincipalDep,
     services: ServicesDep,
+    db: DbDep,
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Results[GenericMessage]:
@@ -413,9 +246,9 @@ async def change_password(
             subject = None  # authenticated by an API key sent alongside: no session to keep
         if subject is not None and subject == principal.id:
             keep = subject.token_id
-    if not await _password_is_right(request, services, principal, body.current_password):
+    if not await _password_is_right(request, services, db, principal, body.current_password):
         raise ApiError(400, "current_password: incorrect password")
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         await users.set_password(conn, principal.id, body.new_password, keep_token_id=keep)
     return Results(results=GenericMessage(message="Password changed successfully"))
 
@@ -424,8 +257,8 @@ async def change_password(
 
 
 @router.get("/me", response_model=Results[UserOut])
-async def me(principal: PrincipalDep, services: ServicesDep) -> Results[UserOut]:
-    async with services.db.pool.connection() as conn:
+async def me(principal: PrincipalDep, db: DbDep) -> Results[UserOut]:
+    async with db.connection() as conn:
         user = await users.get_user(conn, principal.id)
     if user is None:  # deleted since its credentials were checked
         raise ApiError(404, f"user {principal.id} not found")
@@ -433,9 +266,9 @@ async def me(principal: PrincipalDep, services: ServicesDep) -> Results[UserOut]
 
 
 @router.get("/{user_id}", response_model=Results[UserOut])
-async def get_user(user_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep) -> Results[UserOut]:
+async def get_user(user_id: uuid.UUID, principal: PrincipalDep, db: DbDep) -> Results[UserOut]:
     _require_self_or_superuser(principal, user_id)
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         user = await users.get_user(conn, user_id)
     if user is None:
         raise ApiError(404, f"user {user_id} not found")
@@ -444,7 +277,7 @@ async def get_user(user_id: uuid.UUID, principal: PrincipalDep, services: Servic
 
 @router.post("/{user_id}", response_model=Results[UserOut])
 async def update_user(
-    user_id: uuid.UUID, body: UserUpdate, principal: PrincipalDep, services: ServicesDep, request: Request
+    user_id: uuid.UUID, body: UserUpdate, principal: PrincipalDep, db: DbDep, request: Request
 ) -> Results[UserOut]:
     """Users update their own profile; superusers anyone's, and only they change ``is_superuser``
     and ``limits_overrides``."""
@@ -460,7 +293,7 @@ async def update_user(
         for k, v in body.model_dump(include=set(users.UPDATABLE)).items()
         if v is not None
     }
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         try:
             user = await users.update_user(conn, user_id, changes, body.metadata)
         except EmailTaken:
@@ -477,6 +310,7 @@ async def delete_user(
     user_id: uuid.UUID,
     principal: PrincipalDep,
     services: ServicesDep,
+    db: DbDep,
     request: Request,
     body: UserDelete | None = None,
 ) -> Results[GenericBoolean]:
@@ -488,9 +322,9 @@ async def delete_user(
     if user_id == principal.id:
         if not body.password:
             raise ApiError(422, "password: required to delete your own account")
-        if not await _password_is_right(request, services, principal, body.password):
+        if not await _password_is_right(request, services, db, principal, body.password):
             raise ApiError(400, "password: incorrect password")
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         try:
             deleted = await users.delete_user(conn, user_id)
         except LastSuperuser:
@@ -501,7 +335,7 @@ async def delete_user(
 
 
 @router.get("/{user_id}/limits", response_model=Results[LimitsOut])
-async def get_limits(user_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep) -> Results[LimitsOut]:
+async def get_limits(user_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep, db: DbDep) -> Results[LimitsOut]:
     """R2R's limits report: what the user stores against their storage limits, and their requests
     this minute and month against their rate limits (the user themself, or a superuser).
 
@@ -510,7 +344,7 @@ async def get_limits(user_id: uuid.UUID, principal: PrincipalDep, services: Serv
     own reports the global one (which bounds it), and likewise for the month."""
     _require_self_or_superuser(principal, user_id)
     config = services.settings.limits
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         user = await users.get_user(conn, user_id)
         if user is None:
             raise ApiError(404, f"user {user_id} not found")
@@ -560,11 +394,11 @@ async def get_limits(user_id: uuid.UUID, principal: PrincipalDep, services: Serv
 
 @router.post("/{user_id}/api-keys", response_model=Results[ApiKeyOut])
 async def create_api_key(
-    user_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep, body: ApiKeyCreate | None = None
+    user_id: uuid.UUID, principal: PrincipalDep, db: DbDep, body: ApiKeyCreate | None = None
 ) -> Results[ApiKeyOut]:
     _require_self_or_superuser(principal, user_id)
     body = body or ApiKeyCreate()
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         if await users.get_user(conn, user_id) is None:
             raise ApiError(404, f"user {user_id} not found")
         key_id, raw = await api_keys.create_api_key(conn, user_id, body.name, body.description)
@@ -574,10 +408,10 @@ async def create_api_key(
 
 @router.get("/{user_id}/api-keys", response_model=PaginatedResults[list[ApiKeyInfo]])
 async def list_api_keys(
-    user_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep
+    user_id: uuid.UUID, principal: PrincipalDep, db: DbDep
 ) -> PaginatedResults[list[ApiKeyInfo]]:
     _require_self_or_superuser(principal, user_id)
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         rows = await api_keys.list_api_keys(conn, user_id)
     return PaginatedResults(
         total_entries=len(rows),
@@ -596,10 +430,10 @@ async def list_api_keys(
 
 @router.delete("/{user_id}/api-keys/{key_id}", response_model=Results[GenericBoolean])
 async def delete_api_key(
-    user_id: uuid.UUID, key_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep
+    user_id: uuid.UUID, key_id: uuid.UUID, principal: PrincipalDep, db: DbDep
 ) -> Results[GenericBoolean]:
     _require_self_or_superuser(principal, user_id)
-    async with services.db.pool.connection() as conn:
+    async with db.connection() as conn:
         if not await api_keys.delete_api_key(conn, user_id, key_id):
             raise ApiError(404, f"API key {key_id} not found")
     return Results(results=GenericBoolean(success=True))
