@@ -130,7 +130,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(FilterError)
     async def _filter_error(request: Request, exc: FilterError) -> JSONResponse:
-        return _body(422, str(exc), "ApiError", path=exc.path)
+        return _body(422, str(exc), "ApiError", {"path": exc.path})  # as the routes answered it before
 
     @app.exception_handler(InvalidSearch)
     async def _invalid_search(request: Request, exc: InvalidSearch) -> JSONResponse:
