@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 R2R_CLIENT := r2r==3.6.6
 
-.PHONY: run test install bench clean
+.PHONY: run test test-fast lint install bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,16 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Pure logic only (filters, limits, config, chunking, parsers...): no PostgreSQL is started.
+# tests/conftest.py marks `db` every test that uses a database or a server.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not db" $(PYTEST_ARGS)
+
+# ruff's rules and mypy --strict, both configured in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
