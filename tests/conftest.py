@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from ragkeep.db.database import start_embedded
 from ragkeep.config import Settings
+from ragkeep.db.database import start_embedded
 from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, ServerThread, TestUser, login, make_settings, register
 
 
@@ -64,3 +64,15 @@ def make_user(base_url: str) -> Iterator:
     yield _make
     for u in made:
         u.client.close()
+
+
+#: A test that uses one of these (directly or through other fixtures) needs PostgreSQL.
+DB_FIXTURES = frozenset({"pg_url"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``db`` every test that needs PostgreSQL, from the fixtures it uses, so that
+    ``-m "not db"`` runs the pure logic without starting a database."""
+    for item in items:
+        if DB_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.db)
