@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 R2R_CLIENT := r2r==3.6.6
+CLIENT := clients/python
 
 .PHONY: run test test-fast lint install bench clean
 
@@ -12,7 +13,10 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # Reinstall only when the project's metadata changes: fast when already installed.
-$(STAMP): pyproject.toml Makefile | $(BIN)/python
+$(STAMP): pyproject.toml $(CLIENT)/pyproject.toml Makefile | $(BIN)/python
+	@# ragkeep depends on ragkeep-client (src/ragkeep/client, packaged by $(CLIENT)): not on PyPI,
+	@# so it goes first. Both editable: ragkeep/client/* is imported from src/ like the rest.
+	$(BIN)/python -m pip install --quiet -e $(CLIENT)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@# R2R's client for the compatibility tests; --no-deps: its package pins an old server stack.
 	$(BIN)/python -m pip install --quiet --no-deps $(R2R_CLIENT)
@@ -40,4 +44,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build src/*.egg-info $(CLIENT)/build $(CLIENT)/*.egg-info .pytest_cache
