@@ -7,7 +7,7 @@ logging), then per repeat, interleaved:
 
 * ``idle``: health checks, one every 20 ms, for ``--seconds``;
 * ``hostile``: the same while a separate process sends 10 requests a second of the hostile
-  inputs of findings 2 and 3 (``tests/faults/input_support.py``: NUL log-ins and registrations,
+  inputs of findings 2 and 3 (``tests/support/hostile.py``: NUL log-ins and registrations,
   offset 2^63, NaN/Infinity metadata, 50,000-deep nesting, hybrid weights 0, dash runs, bad JSON),
   each on a new connection, as a script would.
 
@@ -38,7 +38,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.faults.input_support import hostile_requests, sender, upload_ready  # noqa: E402
+from tests.support.hostile import hostile_requests, sender, upload_ready  # noqa: E402
 
 ADMIN_EMAIL = "admin@hostile.bench"
 ADMIN_PASSWORD = "admin-password-for-the-bench"

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from ragkeep.db.database import start_embedded
 from ragkeep.config import Settings
+from ragkeep.db.database import start_embedded
 from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, ServerThread, TestUser, login, make_settings, register
 
 
@@ -28,10 +28,12 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def settings(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    # Every test client is 127.0.0.1, and schemathesis alone fails ~100 log-ins from it: the
-    # per-address log-in limit would lock out later tests' new users. tests/faults/test_auth_throttle.py
-    # checks that limit on servers of its own.
-    return make_settings(tmp_path_factory.mktemp("home"), pg_url, auth={"login_failures_per_address": 0})
+    # Log-in throttling off on the shared server: every test client is 127.0.0.1, and schemathesis
+    # alone fails ~100 log-ins from it, among them change-password calls with the admin's token,
+    # which count against the admin account: later tests could not log in. The throttle has its
+    # own tests on servers of their own (tests/faults/test_auth_throttle.py).
+    off = {"login_failures_per_account_address": 0, "login_failures_per_account": 0, "login_failures_per_address": 0}
+    return make_settings(tmp_path_factory.mktemp("home"), pg_url, auth=off)
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +66,15 @@ def make_user(base_url: str) -> Iterator:
     yield _make
     for u in made:
         u.client.close()
+
+
+#: A test that uses one of these (directly or through other fixtures) needs PostgreSQL.
+DB_FIXTURES = frozenset({"pg_url"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``db`` every test that needs PostgreSQL, from the fixtures it uses, so that
+    ``-m "not db"`` runs the pure logic without starting a database."""
+    for item in items:
+        if DB_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.db)

@@ -9,6 +9,9 @@ from ragkeep.db.database import prepare_schema
 from ragkeep.db.embedded import EmbeddedPostgres
 from ragkeep.db.migrate import SchemaError
 
+#: These start PostgreSQL servers of their own (not through ``pg_url``).
+pytestmark = pytest.mark.db
+
 
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory: pytest.TempPathFactory):

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from ragkeep.config import Settings
-from tests.support import ServerThread, create_database, drop_database, make_settings
+from tests.support import ServerThread, make_settings, own_server
 
 PAIR_LIMIT = 3  # failures per account and address
 ACCOUNT_LIMIT = 6  # per account, from addresses it has not logged in from
@@ -35,19 +35,16 @@ class Replicas:
 
 @pytest.fixture(scope="module")
 def replicas(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
-    url = create_database(pg_url, "auth")
     auth = {
         "login_failures_per_account_address": PAIR_LIMIT,
         "login_failures_per_account": ACCOUNT_LIMIT,
         "login_failures_per_address": ADDRESS_LIMIT,
         "login_failure_window_seconds": WINDOW,
     }
-    settings: list[Settings] = [make_settings(tmp_path_factory.mktemp(f"auth-{n}"), url, auth=auth) for n in "ab"]
-    try:
-        with ServerThread(settings[0]) as a, ServerThread(settings[1]) as b:
+    with own_server(pg_url, tmp_path_factory.mktemp("auth-a"), "auth", auth=auth) as a:
+        settings: Settings = make_settings(tmp_path_factory.mktemp("auth-b"), a.database_url, auth=auth)
+        with ServerThread(settings) as b:
             yield Replicas(a.base_url, b.base_url)
-    finally:
-        drop_database(pg_url, url)
 
 
 def address() -> str:

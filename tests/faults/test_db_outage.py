@@ -17,7 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.faults.db_support import SearchLoad, ServerProcess, figures, own_postgres, postmaster_pid, user_client
+from tests.support.outage import SearchLoad, ServerProcess, figures, own_postgres, postmaster_pid, user_client
+
+#: These start PostgreSQL servers of their own (not through ``pg_url``).
+pytestmark = pytest.mark.db
 
 #: A correctness bound for "answered, not hung": the issue asks for < 2 s; the margin is for a
 #: loaded two-core machine (bench/outage.py prints the real figures).

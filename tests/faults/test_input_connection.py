@@ -22,7 +22,7 @@ import pytest
 from fastapi import Request
 
 from ragkeep.config import Settings
-from tests.faults.input_support import Hostile, hostile_requests, upload_ready
+from tests.support.hostile import Hostile, hostile_requests, upload_ready
 from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, ServerThread, free_port, make_settings, register
 
 

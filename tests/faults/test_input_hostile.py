@@ -15,7 +15,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from tests.faults.input_support import (
+from tests.support.hostile import (
     DASHES,
     FULL_TEXT,
     HUGE_OFFSET,

@@ -35,10 +35,9 @@ from tests.support import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     ServerThread,
-    create_database,
-    drop_database,
     login,
     make_settings,
+    own_server,
     register,
 )
 
@@ -49,16 +48,10 @@ LEFTOVER = re.compile(r"_cc(new|old)[0-9]*$")
 
 
 @pytest.fixture(scope="module")
-def storm_url(pg_url: str) -> Iterator[str]:
-    url = create_database(pg_url, "storm")
-    yield url
-    drop_database(pg_url, url)
-
-
-@pytest.fixture(scope="module")
-def storm_server(storm_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+def storm_server(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     home: Path = tmp_path_factory.mktemp("storm-home")
-    with ServerThread(make_settings(home, storm_url)) as srv:
+    with own_server(pg_url, home, "storm") as srv:
+        storm_url = srv.database_url
         user = register(srv.base_url, "storm")
         seed_chunks(storm_url, user.id, 900)
         with psycopg.connect(storm_url, autocommit=True) as conn:
@@ -66,6 +59,11 @@ def storm_server(storm_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
                 f"CREATE INDEX {INDEX} ON chunks USING hnsw (embedding vector_cosine_ops) WITH (m = 4, ef_construction = 16)"
             )
         yield srv
+
+
+@pytest.fixture(scope="module")
+def storm_url(storm_server: ServerThread) -> str:
+    return storm_server.database_url
 
 
 @pytest.fixture(scope="module")

@@ -7,42 +7,35 @@ database would let other tests' rows change the numbers asserted here (and ours 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, ServerThread, create_database, drop_database, login, make_settings
+from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, ServerThread, login, own_database, own_server
 
 MAINTENANCE = {"reindex_dead_share": 0.2, "reindex_min_dead_tuples": 50}
 
 
 @pytest.fixture(scope="module")
 def db_factory(pg_url: str) -> Iterator[Callable[[str], str]]:
-    made: list[str] = []
-
-    def make(prefix: str = "maint") -> str:
-        url = create_database(pg_url, prefix)
-        made.append(url)
-        return url
-
-    yield make
-    for url in made:
-        drop_database(pg_url, url)
+    """Empty databases of their own, as many as a module asks for, dropped after it."""
+    with ExitStack() as stack:
+        yield lambda prefix="maint": stack.enter_context(own_database(pg_url, prefix))
 
 
 @pytest.fixture(scope="module")
-def maint_url(db_factory: Callable[[str], str]) -> str:
-    return db_factory("maint")
-
-
-@pytest.fixture(scope="module")
-def maint_server(maint_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+def maint_server(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     """A server with no schedule (manual runs only) on a database of its own."""
     home: Path = tmp_path_factory.mktemp("maint-home")
-    settings = make_settings(home, maint_url, database={"maintenance": dict(MAINTENANCE)})
-    with ServerThread(settings) as srv:
+    with own_server(pg_url, home, "maint", database={"maintenance": dict(MAINTENANCE)}) as srv:
         yield srv
+
+
+@pytest.fixture(scope="module")
+def maint_url(maint_server: ServerThread) -> str:
+    return maint_server.database_url
 
 
 @pytest.fixture(scope="module")

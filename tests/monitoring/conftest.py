@@ -15,8 +15,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.support import create_database, drop_database
-from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, ServerThread, login, make_settings
+from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, ServerThread, login, own_server
 
 #: The bearer token /metrics wants on the module's server.
 PROM_TOKEN = "prometheus-test-token"
@@ -36,18 +35,16 @@ def wait_for(check: Callable[[], T | None], timeout: float = 30, what: str = "th
 
 
 @pytest.fixture(scope="module")
-def metrics_url(pg_url: str) -> Iterator[str]:
-    url = create_database(pg_url, "metrics")
-    yield url
-    drop_database(pg_url, url)
+def metrics_server(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    home: Path = tmp_path_factory.mktemp("metrics-home")
+    metrics = {"flush_seconds": 0.2, "prometheus_token": PROM_TOKEN}
+    with own_server(pg_url, home, "metrics", metrics=metrics) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
-def metrics_server(metrics_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    home: Path = tmp_path_factory.mktemp("metrics-home")
-    settings = make_settings(home, metrics_url, metrics={"flush_seconds": 0.2, "prometheus_token": PROM_TOKEN})
-    with ServerThread(settings) as srv:
-        yield srv
+def metrics_url(metrics_server: ServerThread) -> str:
+    return metrics_server.database_url
 
 
 @pytest.fixture(scope="module")

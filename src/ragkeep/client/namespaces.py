@@ -16,8 +16,8 @@ import json
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from urllib.parse import quote
 from typing import Any, Generic, Protocol, TypeVar
+from urllib.parse import quote
 
 from ragkeep.client._core import CALLER, JSON, Request, Session, login_request
 
@@ -86,7 +86,8 @@ class Users(_Namespace[R_co]):
         """Change the caller's password. Refresh tokens issued before stop working (the client drops
         its own, and logs in with the new password when its access token expires)."""
         body = {"current_password": current_password, "new_password": new_password}
-        return self._send(Request("POST", "/v3/users/change-password", json=body, on_success=_password_changed(new_password)))
+        changed = _password_changed(new_password)
+        return self._send(Request("POST", "/v3/users/change-password", json=body, on_success=changed))
 
     def me(self) -> R_co:
         """The caller's profile."""
@@ -377,7 +378,7 @@ class Documents(_Namespace[R_co]):
         filters: dict[str, Any] | None = None,
     ) -> R_co:
         """A document's chunks in order, optionally with their embeddings, optionally filtered."""
-        params = {"offset": offset, "limit": limit, "include_vectors": include_vectors}
+        params: dict[str, Any] = {"offset": offset, "limit": limit, "include_vectors": include_vectors}
         params |= _filter_params(filters=filters, metadata_filter=metadata_filter)
         return self._send(Request("GET", f"/v3/documents/{id}/chunks", params=params))
 
@@ -517,9 +518,8 @@ class System(_Namespace[R_co]):
     ) -> R_co:
         """The VACUUM / REINDEX history, newest first."""
         params: dict[str, Any] = {"offset": offset, "limit": limit}
-        for name, value in (("task", task), ("trigger", trigger), ("status", status), ("parent_id", parent_id)):
-            if value is not None:
-                params[name] = value
+        optional = {"task": task, "trigger": trigger, "status": status, "parent_id": parent_id}
+        params.update({name: value for name, value in optional.items() if value is not None})
         return self._send(Request("GET", "/v3/system/maintenance", params=params))
 
     def maintenance_run(self, id: int) -> R_co:
@@ -566,7 +566,8 @@ def _settings(search_settings: Any) -> Any:
 def _metadata_list(metadata: Sequence[dict[str, Any]] | dict[str, Any]) -> list[Any]:
     """The body the metadata routes read: a JSON array of objects (one object becomes a list of one)."""
     items = [metadata] if isinstance(metadata, dict) else list(metadata)
-    return _jsonable(items)
+    body: list[Any] = _jsonable(items)
+    return body
 
 
 def _filter_params(**filters: dict[str, Any] | None) -> dict[str, str]:

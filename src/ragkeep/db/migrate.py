@@ -65,7 +65,8 @@ def ensure_extensions(conn: psycopg.Connection) -> list[str]:
 
 
 def _ensure_extensions(conn: psycopg.Connection) -> list[str]:
-    available = dict(conn.execute("SELECT name, default_version FROM pg_available_extensions").fetchall())
+    rows = conn.execute("SELECT name, default_version FROM pg_available_extensions").fetchall()
+    available: dict[str, str] = dict(rows)
     warnings: list[str] = []
     for name, minimum in REQUIRED_EXTENSIONS.items():
         if name not in available:

@@ -61,7 +61,9 @@ class Supervisor:
                 break
             except Exception as e:
                 if attempts == 1:
-                    log.error("could not restart the embedded PostgreSQL yet (%s); retrying every %.0f s", e, RETRY_SECONDS)
+                    log.error(
+                        "could not restart the embedded PostgreSQL yet (%s); retrying every %.0f s", e, RETRY_SECONDS
+                    )
                 await asyncio.sleep(RETRY_SECONDS)
         if started:
             self.restarts += 1

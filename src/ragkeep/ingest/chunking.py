@@ -88,7 +88,7 @@ class TokenRuler:
 
     def __init__(self, text: str, tokenizer: Tokenizer) -> None:
         encoding = tokenizer.encode(text, add_special_tokens=False)
-        kept = [(o, i) for o, i in zip(encoding.offsets, encoding.ids) if o[1] > o[0]]
+        kept = [(o, i) for o, i in zip(encoding.offsets, encoding.ids, strict=True) if o[1] > o[0]]
         self.length = len(text)
         self.starts = [o[0] for o, _ in kept]
         self.ends = [o[1] for o, _ in kept]
@@ -293,7 +293,7 @@ class TokenChunker:
             or (b < len(text) and not _splits(text[b]))
         ]
         encoded = self.tokenizer.encode_batch([text[spans[i][0] : spans[i][1]] for i in check])
-        alone = {i: e.ids for i, e in zip(check, encoded)}
+        alone = {i: e.ids for i, e in zip(check, encoded, strict=True)}
         out: list[tuple[tuple[int, int], list[int]]] = []
         for i, (a, b) in enumerate(spans):
             ids = alone.get(i)

@@ -130,7 +130,8 @@ class ParserPool:
                 raise
             self._idle.append(worker)
         if kind == "ok":
-            return value
+            parsed: ParsedDocument = value
+            return parsed
         if kind == "memory":
             raise ParseLimitExceeded(self._memory_message())
         if kind == "UnsupportedDocumentType":
@@ -170,7 +171,8 @@ class ParserPool:
                 "ingestion.parse_timeout_seconds); split it into smaller documents"
             )
         try:
-            return worker.conn.recv()
+            answer: tuple[str, Any] = worker.conn.recv()
+            return answer
         except (EOFError, OSError):
             # Killed without a word: by the kernel for memory, or a crash in a C parser.
             code = worker.exitcode

@@ -91,7 +91,8 @@ def sender(base_url: str, token: str) -> Callable[[Hostile], httpx.Response]:
     """Sends each hostile request on a new connection (as an attacker's script would); the clients
     are made once, since making one costs the sender ~10 ms of CPU (its TLS context)."""
     no_keep_alive = httpx.Limits(max_keepalive_connections=0)
-    authed = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60, limits=no_keep_alive)
+    bearer = {"Authorization": f"Bearer {token}"}
+    authed = httpx.Client(base_url=base_url, headers=bearer, timeout=60, limits=no_keep_alive)
     anonymous = httpx.Client(base_url=base_url, timeout=60, limits=no_keep_alive)
 
     def send(h: Hostile) -> httpx.Response:

@@ -1,7 +1,10 @@
-"""Test utilities: a real ragkeep server on a free port, and helpers to make users.
+"""Test utilities: a real ragkeep server on a free port, a server on a database of its own, and
+helpers to make users.
 
 Nothing here fakes the database or the model: the server runs the product code against the
-embedded PostgreSQL started for the test session.
+embedded PostgreSQL started for the test session. Submodules hold the harnesses of the fault
+tests and benchmarks: ``outage`` (a server process whose PostgreSQL is stopped or killed),
+``ingest_replicas`` (``ragkeep serve`` processes on one database), ``hostile`` (hostile requests).
 """
 
 from __future__ import annotations
@@ -15,12 +18,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import psycopg
+import uvicorn
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-import httpx
-import uvicorn
 
 from ragkeep.api.app import create_app
 from ragkeep.config import Settings
@@ -62,21 +64,38 @@ def drop_database(pg_url: str, url: str) -> None:
 
 
 @contextmanager
-def fresh_database(pg_url: str, dimension: int, model: str) -> Iterator[str]:
-    """A migrated database of its own, dropped afterwards: for tests whose answer depends on
-    everything in the database (advice, promotion)."""
-    url = create_database(pg_url, "t")
+def own_database(pg_url: str, prefix: str) -> Iterator[str]:
+    """An empty database of its own on the session's server, dropped (sessions and all) afterwards."""
+    url = create_database(pg_url, prefix)
     try:
-        prepare_schema(url, dimension, model)
         yield url
     finally:
         drop_database(pg_url, url)
+
+
+@contextmanager
+def own_server(pg_url: str, home: Path, prefix: str, **sections: dict) -> Iterator[ServerThread]:
+    """A server on a database of its own: for tests whose figures are about the whole database
+    (metrics, VACUUM, throttling), which other tests' rows would move. ``sections`` as for
+    ``make_settings``; the database is ``server.database_url`` (a second replica may join it)."""
+    with own_database(pg_url, prefix) as url, ServerThread(make_settings(home, url, **sections)) as server:
+        yield server
+
+
+@contextmanager
+def fresh_database(pg_url: str, dimension: int, model: str) -> Iterator[str]:
+    """A migrated database of its own, dropped afterwards: for tests whose answer depends on
+    everything in the database (advice, promotion)."""
+    with own_database(pg_url, "t") as url:
+        prepare_schema(url, dimension, model)
+        yield url
 
 
 class ServerThread:
     """uvicorn serving ``create_app(settings)`` in a thread, on 127.0.0.1 and a free port."""
 
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.port = free_port()
         self.app = create_app(settings)
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
@@ -104,6 +123,10 @@ class ServerThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    @property
+    def database_url(self) -> str:
+        return str(self.settings.database.url)
 
     @property
     def services(self):  # type: ignore[no-untyped-def]
