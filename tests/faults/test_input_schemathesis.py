@@ -23,6 +23,9 @@ MAX_EXAMPLES = 25
 SKIPPED = {
     # Logs the caller out: the rest of the run would be 401s.
     "POST /v3/users/logout",
+    # With a wrong current password (every generated one) it counts as a failed log-in of the
+    # caller: 25 of them lock the shared server's admin out of later tests. tests/faults/test_auth_*.
+    "POST /v3/users/change-password",
     # Maintenance and index builds take minutes of database time each (tests/maintenance, tests/indices).
     "POST /v3/system/maintenance/vacuum",
     "POST /v3/indices",
