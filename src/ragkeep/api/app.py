@@ -10,8 +10,8 @@ from fastapi import FastAPI
 
 from ragkeep import __version__
 from ragkeep.api import errors, ratelimit
-from ragkeep.api.routes import chunks, collections, documents, health, indices, metrics, retrieval, system, users
 from ragkeep.api.lifecycle import service
+from ragkeep.api.routes import chunks, collections, documents, health, indices, metrics, retrieval, system, users
 from ragkeep.api.services import Services
 from ragkeep.auth.tokens import TokenIssuer, load_or_create_secret
 from ragkeep.auth.users import ensure_admin

@@ -23,7 +23,8 @@ _api_key = APIKeyHeader(name="X-API-Key", auto_error=False)
 
 
 async def get_services(request: Request) -> Services:  # async: no thread hop per request
-    return request.app.state.services
+    services: Services = request.app.state.services  # set by the lifespan (api/app.py)
+    return services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

@@ -83,7 +83,8 @@ async def authorize(
         raise NotFound(f"collection {collection_id} not found")
     if action == "manage" and not (principal.is_superuser or row[0] == principal.id):
         raise Forbidden("only the collection's owner or a superuser may change it; members may only read it")
-    return row[0]
+    owner_id: uuid.UUID = row[0]
+    return owner_id
 
 
 async def list_collections(

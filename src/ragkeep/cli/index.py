@@ -47,7 +47,7 @@ def wait_until_valid(client: Client, table: str, name: str, poll: float = 0.5) -
     ) as progress:
         task = progress.add_task(f"{name}: starting", total=100)
         while True:
-            ix = call("reading the index", client.indices.retrieve, name, table)["results"]["index"]
+            ix: dict[str, Any] = call("reading the index", client.indices.retrieve, name, table)["results"]["index"]
             build = ix.get("build") or {}
             if ix["status"] == "valid" and build.get("state") != "building":
                 progress.update(task, completed=100, description=f"{name}: valid")

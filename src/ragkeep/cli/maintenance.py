@@ -50,7 +50,9 @@ def describe(run: dict[str, Any], children: list[dict[str, Any]]) -> str:
     return f"run {run['id']}: VACUUM {current[0] if current else '…'} ({done + 1}/{len(run['tables'])})"
 
 
-def follow(client: "Client", run: dict[str, Any], interval: float, on_update: Any) -> tuple[dict[str, Any], list]:
+def follow(
+    client: "Client", run: dict[str, Any], interval: float, on_update: Any
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Poll the run (and its reindex runs) until it has finished."""
     children: list[dict[str, Any]] = []
     while True:

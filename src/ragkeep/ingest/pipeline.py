@@ -33,8 +33,8 @@ from ragkeep.embeddings import EmbeddingProvider
 from ragkeep.errors import LimitExceeded
 from ragkeep.ingest import liveness, store
 from ragkeep.ingest.chunking import TokenChunker
-from ragkeep.ingest.liveness import IngestLease
 from ragkeep.ingest.isolation import ParserPool
+from ragkeep.ingest.liveness import IngestLease
 from ragkeep.ingest.parsers import DocumentParseError, ParseLimits, UnsupportedDocumentType
 
 log = logging.getLogger(__name__)

@@ -66,7 +66,9 @@ def _source(template: str, user_id: uuid.UUID | None) -> sql.SQL:
     return sql.SQL(template.replace("{user}", "AND user_id = %(user)s" if user_id else ""))
 
 
-async def _fetch(conn: psycopg.AsyncConnection, query: sql.Composable, params: dict[str, Any]) -> list[dict[str, Any]]:
+async def _fetch(
+    conn: psycopg.AsyncConnection, query: sql.SQL | sql.Composed, params: dict[str, Any]
+) -> list[dict[str, Any]]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params)
         return await cur.fetchall()

@@ -68,7 +68,7 @@ def _distance(strategy: Strategy) -> sql.Composable:
 
 def build_search_sql(
     kind: Kind, scope: Scope, filters: CompiledFilter, strategy: Strategy = Strategy.EXACT, count_owner: bool = False
-) -> tuple[sql.Composable, dict[str, Any]]:
+) -> tuple[sql.SQL, dict[str, Any]]:
     """The query and its scope/filter parameters.
 
     The caller adds: ``q`` (query vector) for semantic and hybrid, ``text`` for full-text and

@@ -18,8 +18,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ragkeep.api.deps import DbDep, Limit, Offset, PrincipalDep, ServicesDep
 from ragkeep.api.errors import ApiError
 from ragkeep.api.guard import GuardedRoute
-from ragkeep.api.schemas import CollectionOut, DocumentOut, GenericBoolean, GenericMessage, PaginatedResults, Results, UserOut
-from ragkeep.api.schemas import visible_user_out
+from ragkeep.api.schemas import (
+    CollectionOut,
+    DocumentOut,
+    GenericBoolean,
+    GenericMessage,
+    PaginatedResults,
+    Results,
+    UserOut,
+    visible_user_out,
+)
 from ragkeep.auth import collections as coll
 from ragkeep.auth import users
 from ragkeep.auth.users import Principal

@@ -16,8 +16,8 @@ from ragkeep.api.forms import check_form
 from ragkeep.api.guard import GuardedRoute
 from ragkeep.api.params import compile_named, json_field, query_filters
 from ragkeep.api.schemas import (
-    CollectionOut,
     ChunkOut,
+    CollectionOut,
     DocumentOut,
     GenericBoolean,
     IngestionOut,

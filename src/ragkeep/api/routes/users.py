@@ -131,7 +131,9 @@ def client_address(request: Request) -> str:
 
 
 #: Documented for OpenAPI readers (and schema checkers): the throttle's answer.
-_THROTTLED = {429: {"description": "Too many failed log-ins: retry after the Retry-After header's seconds"}}
+_THROTTLED: dict[int | str, dict[str, Any]] = {
+    429: {"description": "Too many failed log-ins: retry after the Retry-After header's seconds"}
+}
 
 
 @public_router.post("/login", response_model=Results[TokenPairOut], responses=_THROTTLED)
