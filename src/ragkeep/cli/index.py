@@ -87,10 +87,11 @@ def create(
     password: Password = None,
 ) -> None:
     """Start building a vector index (in the background on the server)."""
-    arguments: dict[str, int] = {}
-    for key, value in (("m", m), ("ef_construction", ef_construction), ("n_lists", n_lists)):
-        if value is not None:
-            arguments[key] = value
+    arguments: dict[str, int] = {
+        key: value
+        for key, value in (("m", m), ("ef_construction", ef_construction), ("n_lists", n_lists))
+        if value is not None
+    }
     config: dict[str, Any] = {"table_name": table, "index_method": method, "index_measure": measure}
     if arguments:
         config["index_arguments"] = arguments

@@ -171,9 +171,8 @@ class Ingestor:
 
     def validate(self, upload: Upload) -> None:
         """Checks that need no database, run before anything is written."""
-        if isinstance(upload.source, ChunksSource):
-            if self._given_vectors(upload.source.chunks) is None:
-                self._check_window([c.text for c in upload.source.chunks])
+        if isinstance(upload.source, ChunksSource) and self._given_vectors(upload.source.chunks) is None:
+            self._check_window([c.text for c in upload.source.chunks])
 
     def _check_window(self, texts: list[str]) -> None:
         """Ready-made chunks that the model would truncate are refused, not silently cut."""

@@ -91,9 +91,8 @@ async def register(
     db: DbDep,
     caller: Annotated[Principal | None, Depends(optional_principal)],
 ) -> Results[UserOut]:
-    if not services.settings.auth.allow_registration:
-        if caller is None or not caller.is_superuser:
-            raise ApiError(403, "self-registration is disabled; ask a superuser to create your account")
+    if not services.settings.auth.allow_registration and (caller is None or not caller.is_superuser):
+        raise ApiError(403, "self-registration is disabled; ask a superuser to create your account")
     async with db.connection() as conn:
         try:
             user = await users.create_user(
