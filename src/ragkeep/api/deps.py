@@ -79,7 +79,11 @@ async def optional_principal(
             return None
         principal = await load_principal(conn, user_id, token_id=token_id)
     if principal is None:
-        raise ApiError(401, "these credentials were revoked (logged out, or the password changed since), or their user is gone or inactive; log in again")
+        raise ApiError(
+            401,
+            "these credentials were revoked (logged out, or the password changed since), "
+            "or their user is gone or inactive; log in again",
+        )
     setattr(request.state, PRINCIPAL_STATE_KEY, principal.id)
     return principal
 

@@ -116,7 +116,9 @@ class Ingestor:
         self.embedder = embedder
         self.config = config
         # Raises ConfigError at start for a chunk_size the model cannot read whole.
-        self.chunker = TokenChunker(embedder.tokenizer(), config.chunk_tokens(embedder.max_tokens), config.chunk_overlap)
+        self.chunker = TokenChunker(
+            embedder.tokenizer(), config.chunk_tokens(embedder.max_tokens), config.chunk_overlap
+        )
         self._background: set[asyncio.Task[None]] = set()
         #: Cumulative wall seconds per step (parse, chunk, embed, store) across all documents.
         self.step_seconds: dict[str, float] = defaultdict(float)
@@ -285,7 +287,9 @@ class Ingestor:
 
     async def _status(self, upload: Upload, status: str, **kw: Any) -> None:
         async with self.pool.connection() as conn:
-            current = await store.set_status(conn, upload.owner_id, upload.document_id, status, attempt=upload.attempt, **kw)
+            current = await store.set_status(
+                conn, upload.owner_id, upload.document_id, status, attempt=upload.attempt, **kw
+            )
         if not current and status != "failed":
             raise store.ClaimLost(f"document {upload.document_id} is no longer being ingested by this attempt")
 

@@ -126,7 +126,9 @@ async def insert_pending(
             )
             dup = await cur.fetchone()
             existing = dup[0] if dup else document_id
-            raise DuplicateDocument(existing, f"identical content was already uploaded as document {existing}") from None
+            raise DuplicateDocument(
+                existing, f"identical content was already uploaded as document {existing}"
+            ) from None
 
 
 async def set_status(
@@ -389,7 +391,9 @@ async def get_chunk(
     cols = CHUNK_COLUMNS + (", c.embedding" if include_vectors else "")
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            sql.SQL("SELECT {cols} FROM chunks c WHERE c.id = %(chunk_id)s AND {scope} ORDER BY c.owner_id LIMIT 1").format(
+            sql.SQL(
+                "SELECT {cols} FROM chunks c WHERE c.id = %(chunk_id)s AND {scope} ORDER BY c.owner_id LIMIT 1"
+            ).format(
                 cols=sql.SQL(cols), scope=scope_clause
             ),
             {**scope_params, "chunk_id": chunk_id},

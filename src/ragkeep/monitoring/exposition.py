@@ -140,7 +140,8 @@ def process_families(probe: InstanceProbe, replica: str) -> Iterator[Metric]:
     yield CounterMetricFamily("ragkeep_process_cpu_seconds", "User + system CPU time of this process (psutil).",
                               value=probe.cpu_seconds())
     yield _gauge("ragkeep_process_threads", "Threads of this process.", proc.num_threads())
-    yield _gauge("ragkeep_process_start_time_seconds", "Start of this process, Unix time.", probe.started_at.timestamp())
+    yield _gauge("ragkeep_process_start_time_seconds", "Start of this process, Unix time.",
+                 probe.started_at.timestamp())
     import psutil
 
     vm = psutil.virtual_memory()

@@ -156,7 +156,9 @@ async def search_stats(
         "by_hour_of_day": per_hour,
         "peak_hour": _peak(per_hour),
     }
-    cross = await _fetch(conn, _aggregate(source, "coalesce(sum(searches), 0)::bigint AS n", where="cross_user"), params)
+    cross = await _fetch(
+        conn, _aggregate(source, "coalesce(sum(searches), 0)::bigint AS n", where="cross_user"), params
+    )
     result["cross_user"] = int(cross[0]["n"])
     if user_id is None:
         users = await _fetch(conn, _aggregate(source, _SEARCH_SUMS, ("user_id",), order="searches DESC, user_id",

@@ -108,7 +108,8 @@ def _search_sql(kind: Kind, scope_shape: str, filter_text: str, strategy: Strate
         query = sql.SQL(
             "SELECT c.*{count} FROM ("
             "SELECT {cols}, {distance} AS distance FROM chunks c WHERE {where} "
-            "ORDER BY distance LIMIT %(limit)s + %(offset)s) c ORDER BY c.distance + 0, c.id LIMIT %(limit)s OFFSET %(offset)s"
+            "ORDER BY distance LIMIT %(limit)s + %(offset)s) c "
+            "ORDER BY c.distance + 0, c.id LIMIT %(limit)s OFFSET %(offset)s"
         ).format(cols=COLUMNS, distance=_distance(strategy), where=where, count=count)
     elif kind is Kind.FULL_TEXT:
         query = sql.SQL(

@@ -145,7 +145,9 @@ async def get_collection_by_name(
     return Results(results=_out(row))
 
 
-async def _authorized(db: SharedConnection, principal: Principal, collection_id: uuid.UUID, action: coll.Action) -> None:
+async def _authorized(
+    db: SharedConnection, principal: Principal, collection_id: uuid.UUID, action: coll.Action
+) -> None:
     async with db.connection() as conn:
         await coll.authorize(conn, principal, collection_id, action)
 

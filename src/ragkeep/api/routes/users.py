@@ -336,7 +336,9 @@ async def delete_user(
 
 
 @router.get("/{user_id}/limits", response_model=Results[LimitsOut])
-async def get_limits(user_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep, db: DbDep) -> Results[LimitsOut]:
+async def get_limits(
+    user_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep, db: DbDep
+) -> Results[LimitsOut]:
     """R2R's limits report: what the user stores against their storage limits, and their requests
     this minute and month against their rate limits (the user themself, or a superuser).
 
