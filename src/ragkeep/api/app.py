@@ -10,8 +10,8 @@ from fastapi import FastAPI
 
 from ragkeep import __version__
 from ragkeep.api import errors, ratelimit
-from ragkeep.api.routes import chunks, collections, documents, health, indices, metrics, retrieval, system, users
 from ragkeep.api.lifecycle import service
+from ragkeep.api.routes import chunks, collections, documents, health, indices, metrics, retrieval, system, users
 from ragkeep.api.services import Services
 from ragkeep.auth.tokens import TokenIssuer, load_or_create_secret
 from ragkeep.auth.users import ensure_admin
@@ -75,7 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ):
                 await stack.enter_async_context(service(name, start=start, stop=stop))
             app.state.services = Services(
-                settings, db, embedder, tokens, ingestor, indexes, searches, planner, maintenance=maintenance, monitor=monitor
+                settings, db, embedder, tokens, ingestor, indexes, searches, planner,
+                maintenance=maintenance, monitor=monitor,
             )
             where = f"embedded PostgreSQL in {settings.pgdata}" if db.is_embedded else "external PostgreSQL"
             log.info("ragkeep %s ready on %s with %s", __version__, where, embedder.model_name)

@@ -23,7 +23,8 @@ _api_key = APIKeyHeader(name="X-API-Key", auto_error=False)
 
 
 async def get_services(request: Request) -> Services:  # async: no thread hop per request
-    return request.app.state.services
+    services: Services = request.app.state.services  # set by the lifespan (api/app.py)
+    return services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
@@ -78,7 +79,11 @@ async def optional_principal(
             return None
         principal = await load_principal(conn, user_id, token_id=token_id)
     if principal is None:
-        raise ApiError(401, "these credentials were revoked (logged out, or the password changed since), or their user is gone or inactive; log in again")
+        raise ApiError(
+            401,
+            "these credentials were revoked (logged out, or the password changed since), "
+            "or their user is gone or inactive; log in again",
+        )
     setattr(request.state, PRINCIPAL_STATE_KEY, principal.id)
     return principal
 

@@ -116,7 +116,7 @@ def domain_error_response(exc: DomainError) -> JSONResponse:
     return _body(status, exc.message, error_type, exc.extra, headers)
 
 
-def _location(loc: tuple | list) -> str:
+def _location(loc: tuple[Any, ...] | list[Any]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "form")]
     return ".".join(parts) or "request"
 
@@ -177,7 +177,7 @@ def _document_error_shape(app: FastAPI) -> None:
     not what ``_validation`` sends; clients and schema checkers (schemathesis) read the real one."""
     generate = app.openapi
 
-    def openapi() -> dict:
+    def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             spec = generate()
             schemas = spec.get("components", {}).get("schemas", {})

@@ -15,10 +15,10 @@ from collections.abc import Iterable
 from contextlib import aclosing
 
 from fastapi import Request
+from python_multipart.multipart import parse_options_header
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import parse_options_header
 
 from ragkeep.api.errors import ApiError
 

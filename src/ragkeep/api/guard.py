@@ -13,7 +13,7 @@ Not covered here: the bytes of uploaded files, which the ingestion code reads (`
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote_plus, unquote_to_bytes
 
@@ -25,7 +25,7 @@ from ragkeep.api.forms import StrictFormRequest, form_problem
 from ragkeep.text import JsonError, bytes_problem, parse_json, text_problem
 
 
-def url_problem(scope: dict[str, Any]) -> str | None:
+def url_problem(scope: Mapping[str, Any]) -> str | None:
     """What is wrong with the request's path or query string, once percent-decoded."""
     raw_path = scope.get("raw_path")
     if raw_path is not None:

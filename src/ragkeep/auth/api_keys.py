@@ -60,7 +60,8 @@ async def verify_api_key(conn: psycopg.AsyncConnection, raw: str) -> uuid.UUID |
         return None
     if not row[2]:  # record use at most every few minutes: no write on every request
         await conn.execute("UPDATE api_keys SET last_used_at = now() WHERE id = %s", (key_id,))
-    return row[0]
+    user_id: uuid.UUID = row[0]
+    return user_id
 
 
 async def list_api_keys(conn: psycopg.AsyncConnection, user_id: uuid.UUID) -> list[dict[str, Any]]:

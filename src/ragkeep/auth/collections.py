@@ -59,7 +59,9 @@ async def get_collection(conn: psycopg.AsyncConnection, collection_id: uuid.UUID
 async def get_collection_by_name(
     conn: psycopg.AsyncConnection, owner_id: uuid.UUID, name: str
 ) -> dict[str, Any] | None:
-    return await _fetch(conn, sql.SQL("c.owner_id = %(owner)s AND c.name = %(name)s"), {"owner": owner_id, "name": name})
+    return await _fetch(
+        conn, sql.SQL("c.owner_id = %(owner)s AND c.name = %(name)s"), {"owner": owner_id, "name": name}
+    )
 
 
 def can_view(principal: Principal, collection_id: uuid.UUID, owner_id: uuid.UUID) -> bool:
@@ -83,7 +85,8 @@ async def authorize(
         raise NotFound(f"collection {collection_id} not found")
     if action == "manage" and not (principal.is_superuser or row[0] == principal.id):
         raise Forbidden("only the collection's owner or a superuser may change it; members may only read it")
-    return row[0]
+    owner_id: uuid.UUID = row[0]
+    return owner_id
 
 
 async def list_collections(
@@ -306,7 +309,9 @@ async def _set_membership(
     change = "array_append(collection_ids, %(cid)s)" if add else "array_remove(collection_ids, %(cid)s)"
     params = {"cid": collection_id, "owner": owner_id, "doc": document_id}
     await conn.execute(
-        sql.SQL("UPDATE documents SET collection_ids = {}, updated_at = now() WHERE owner_id = %(owner)s AND id = %(doc)s")
+        sql.SQL(
+            "UPDATE documents SET collection_ids = {}, updated_at = now() WHERE owner_id = %(owner)s AND id = %(doc)s"
+        )
         .format(sql.SQL(change)),
         params,
     )

@@ -17,7 +17,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import jwt
 import psycopg
@@ -51,7 +51,7 @@ class TokenSubject(uuid.UUID):
     a revoked token in the same query that loads the caller.
     """
 
-    __slots__ = ("token_id", "expires_at", "generation")
+    __slots__ = ("expires_at", "generation", "token_id")
     token_id: str
     expires_at: datetime
     generation: int
@@ -101,7 +101,7 @@ class TokenIssuer:
             self.issue(user_id, "refresh", password_changed_at=password_changed_at, generation=generation),
         )
 
-    def decode(self, token: str, kind: TokenType) -> tuple[TokenSubject, dict]:
+    def decode(self, token: str, kind: TokenType) -> tuple[TokenSubject, dict[str, Any]]:
         """The token's subject (a user id that knows its token's jti) and claims, or InvalidToken.
 
         This checks the signature, expiry and type only; whether the token was revoked is a
@@ -135,7 +135,9 @@ def password_stamp(password_changed_at: datetime | None) -> str | None:
     return password_changed_at.astimezone(UTC).isoformat() if password_changed_at is not None else None
 
 
-def issued_under_current_password(claims: dict, password_changed_at: datetime | None, generation: int = 0) -> bool:
+def issued_under_current_password(
+    claims: dict[str, Any], password_changed_at: datetime | None, generation: int = 0
+) -> bool:
     """Whether no password change (nor anything else that ends sessions) came after the token."""
     return claims.get("pwd") == password_stamp(password_changed_at) and claims.get("gen", 0) == generation
 
@@ -178,4 +180,5 @@ async def load_or_create_secret(conn: psycopg.AsyncConnection) -> str:
     row = await cur.fetchone()
     if row is None:  # inserted just above unless it was there; never deleted
         raise InternalError("ragkeep_meta has no jwt_secret after inserting it")
-    return row[0]
+    secret: str = row[0]
+    return secret

@@ -79,12 +79,13 @@ class UserUsage:
     total_size_in_bytes: int
 
 
+# S608: the only value formatted in is the constant USER_COLUMNS, never input.
 _SELECT_USER = f"""
     SELECT {USER_COLUMNS},
            coalesce((SELECT array_agg(cu.collection_id ORDER BY cu.added_at)
                      FROM collection_users cu WHERE cu.user_id = u.id), '{{}}') AS collection_ids
     FROM users u
-"""
+"""  # noqa: S608
 
 
 async def get_user(conn: psycopg.AsyncConnection, user_id: uuid.UUID) -> User | None:
@@ -219,9 +220,12 @@ async def update_user(
                 current = await cur.fetchone()
             if current is None:
                 return None
-            if changes.get("is_superuser") is False and current["is_superuser"]:
-                if await _other_active_superusers(conn, user_id) == 0:
-                    raise LastSuperuser()
+            if (
+                changes.get("is_superuser") is False
+                and current["is_superuser"]
+                and await _other_active_superusers(conn, user_id) == 0
+            ):
+                raise LastSuperuser()
             values = dict(changes)
             if "limits_overrides" in values and values["limits_overrides"] is not None:
                 values["limits_overrides"] = Jsonb(values["limits_overrides"])

@@ -123,7 +123,9 @@ def connect(conn: Connection) -> Client:
                 missing = "--password (or RAGKEEP_PASSWORD)" if conn.email else "--email (or RAGKEEP_EMAIL)"
                 fail(f"{missing} is needed with {'--email' if conn.email else '--password'}", 2)
             return Client(base_url, email=conn.email, password=conn.password)
-        admin = admin_credentials(settings or load_settings_or_exit())
+        if settings is None:
+            settings = load_settings_or_exit()
+        admin = admin_credentials(settings)
         if admin is None:
             fail(
                 "no credentials: pass --api-key (or set RAGKEEP_API_KEY), or --email and --password "

@@ -47,7 +47,7 @@ def wait_until_valid(client: Client, table: str, name: str, poll: float = 0.5) -
     ) as progress:
         task = progress.add_task(f"{name}: starting", total=100)
         while True:
-            ix = call("reading the index", client.indices.retrieve, name, table)["results"]["index"]
+            ix: dict[str, Any] = call("reading the index", client.indices.retrieve, name, table)["results"]["index"]
             build = ix.get("build") or {}
             if ix["status"] == "valid" and build.get("state") != "building":
                 progress.update(task, completed=100, description=f"{name}: valid")
@@ -87,10 +87,11 @@ def create(
     password: Password = None,
 ) -> None:
     """Start building a vector index (in the background on the server)."""
-    arguments: dict[str, int] = {}
-    for key, value in (("m", m), ("ef_construction", ef_construction), ("n_lists", n_lists)):
-        if value is not None:
-            arguments[key] = value
+    arguments: dict[str, int] = {
+        key: value
+        for key, value in (("m", m), ("ef_construction", ef_construction), ("n_lists", n_lists))
+        if value is not None
+    }
     config: dict[str, Any] = {"table_name": table, "index_method": method, "index_measure": measure}
     if arguments:
         config["index_arguments"] = arguments

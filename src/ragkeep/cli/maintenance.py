@@ -50,7 +50,9 @@ def describe(run: dict[str, Any], children: list[dict[str, Any]]) -> str:
     return f"run {run['id']}: VACUUM {current[0] if current else '…'} ({done + 1}/{len(run['tables'])})"
 
 
-def follow(client: "Client", run: dict[str, Any], interval: float, on_update: Any) -> tuple[dict[str, Any], list]:
+def follow(
+    client: "Client", run: dict[str, Any], interval: float, on_update: Any
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Poll the run (and its reindex runs) until it has finished."""
     children: list[dict[str, Any]] = []
     while True:
@@ -137,12 +139,16 @@ def register(app: typer.Typer) -> None:
 
         client = connect(Connection(base_url, api_key, email, password))
         with client:
-            run = call("vacuum", client.system.vacuum, tables=table, analyze=analyze, full=full, reindex=reindex)["results"]
+            run = call(
+                "vacuum", client.system.vacuum, tables=table, analyze=analyze, full=full, reindex=reindex
+            )["results"]
             if not wait:
                 if as_json:
                     typer.echo(json.dumps(run, indent=2))
                 else:
-                    out().print(f"maintenance run {run['id']} queued; follow it with GET /v3/system/maintenance/{run['id']}")
+                    out().print(
+                        f"maintenance run {run['id']} queued; follow it with GET /v3/system/maintenance/{run['id']}"
+                    )
                 return
             with Progress(
                 SpinnerColumn(), TextColumn("{task.description}", markup=False), TimeElapsedColumn(),
@@ -178,7 +184,9 @@ def register(app: typer.Typer) -> None:
         m, db, emb, idx = result["maintenance"], result["database"], result["embedding"], result["vector_indexes"]
         last = m["last_run"]
         advice = m["reindex_advice"]
-        table = Table(show_header=False, title=f"ragkeep {result['version']} ({result['replica']})", title_justify="left")
+        table = Table(
+            show_header=False, title=f"ragkeep {result['version']} ({result['replica']})", title_justify="left"
+        )
         table.add_column(style="bold")
         table.add_column()
         rows = [

@@ -64,7 +64,8 @@ def system_tables(r: dict[str, Any]) -> list[Any]:
         ("vectors per query", _num(s["vectors_per_query"])),
         ("requests", f"{req['requests']:,} ({req['errors']:,} errors, {req['server_errors']:,} server errors), "
                      f"p95 {_num(req['p95_ms'])} ms"),
-        ("active users", f"{act['current_hour']:,} this hour, {act['current_day']:,} today, {act['window']:,} in the window"),
+        ("active users",
+         f"{act['current_hour']:,} this hour, {act['current_day']:,} today, {act['window']:,} in the window"),
         ("content", f"{content['users']:,} users, {content['documents']:,} documents, {content['chunks']:,} chunks"),
         ("storage", f"{human_bytes(storage['total_bytes'])}"
                     + (f", {human_bytes(storage['growth_bytes_per_day'])}/day" if storage["growth_bytes_per_day"]

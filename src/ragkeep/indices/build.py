@@ -89,12 +89,16 @@ class IndexSpec:
             raise IndexSpecError(f"index_arguments: unknown for {self.method}: {', '.join(sorted(unknown))}")
         if self.column != "embedding":
             raise IndexSpecError("index_column: only 'embedding' holds vectors")
-        owner = self.owner_id
-        if owner is not None and not isinstance(owner, uuid.UUID):
+        # Typed callers pass a UUID; a caller from untyped code may pass its text.
+        given: object = self.owner_id
+        owner: uuid.UUID | None
+        if given is None or isinstance(given, uuid.UUID):
+            owner = given
+        else:
             try:
-                owner = uuid.UUID(str(owner))
+                owner = uuid.UUID(str(given))
             except ValueError:
-                raise IndexSpecError(f"filters.owner_id: not a valid UUID: {str(owner)[:60]!r}") from None
+                raise IndexSpecError(f"filters.owner_id: not a valid UUID: {str(given)[:60]!r}") from None
         name = self.name
         if name is None:
             stamp = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
@@ -112,7 +116,7 @@ class IndexSpec:
             sql.SQL("{} = {}").format(sql.Identifier("lists" if k == "n_lists" else k), sql.Literal(int(v)))
             for k, v in sorted(self.arguments.items())
         )
-        where = sql.SQL("")
+        where: sql.Composable = sql.SQL("")
         if self.owner_id is not None:
             # A literal, not a parameter: a partial index's predicate is part of its definition.
             # The value went through uuid.UUID, and sql.Literal quotes it.
@@ -229,7 +233,7 @@ class IndexBuilder:
         record.task = self.spawn(self._run(record, ddl), f"reindex {name}")
         return record
 
-    async def _run(self, record: BuildRecord, ddl: sql.Composable) -> None:
+    async def _run(self, record: BuildRecord, ddl: sql.Composed) -> None:
         log.info(
             "building index %s (%s): %d rows, estimate %.0f MB, maintenance_work_mem %d MB, %d parallel workers",
             record.name, record.kind, record.plan.rows, record.plan.estimate_bytes / 2**20,

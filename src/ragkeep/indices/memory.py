@@ -163,6 +163,7 @@ def plan_build(
 async def apply_plan(conn: psycopg.AsyncConnection, plan: BuildPlan) -> None:
     """Session settings for the build connection (set_config: parameterised, unlike SET)."""
     await conn.execute(
-        "SELECT set_config('maintenance_work_mem', %s, false), set_config('max_parallel_maintenance_workers', %s, false)",
+        "SELECT set_config('maintenance_work_mem', %s, false), "
+        "set_config('max_parallel_maintenance_workers', %s, false)",
         (f"{plan.maintenance_work_mem_mb}MB", str(plan.parallel_workers)),
     )

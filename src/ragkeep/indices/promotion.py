@@ -73,7 +73,7 @@ class AutoPromoter:
                 row = await (await conn.execute(_CANDIDATES, (threshold,))).fetchone()
                 if row is None:
                     return None
-                owner = row[0]
+                owner: uuid.UUID = row[0]
                 spec = IndexSpec("hnsw", "cosine_distance", owner_id=owner).validated(now)
                 log.info("promoting user %s (more than %d vectors) to its own index %s", owner, threshold, spec.name)
                 await self.builder.start(spec)  # returns once registered and visible to other replicas

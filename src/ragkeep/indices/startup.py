@@ -64,7 +64,9 @@ async def repair_invalid(builder: IndexBuilder, policy: str | None = None) -> Re
                     r["name"], r["table_name"], policy,
                 )
                 if policy == "drop":
-                    await conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(r["name"])))
+                    await conn.execute(
+                        sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(r["name"]))
+                    )
                     await conn.execute("DELETE FROM tenant_indexes WHERE index_name = %s", (r["name"],))
                     report.dropped.append(r["name"])
                     log.warning("dropped invalid index %s", r["name"])

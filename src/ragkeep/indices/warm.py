@@ -37,8 +37,8 @@ class Warmer:
     def __init__(self, url: str) -> None:
         self.url = url
         self.states: dict[str, WarmState] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._running: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[WarmState]] = set()
+        self._running: dict[str, asyncio.Task[WarmState]] = {}
 
     def start(self, name: str) -> WarmState:
         """Warm ``name`` in the background (a warm-up already running for it is reused)."""
@@ -47,7 +47,12 @@ class Warmer:
             task = asyncio.create_task(self.warm(name), name=f"warm {name}")
             self._tasks.add(task)
             self._running[name] = task
-            task.add_done_callback(lambda t: (self._tasks.discard(t), self._running.pop(name, None)))
+
+            def forget(t: asyncio.Task[WarmState]) -> None:
+                self._tasks.discard(t)
+                self._running.pop(name, None)
+
+            task.add_done_callback(forget)
         return self.states[name]
 
     async def warm(self, name: str) -> WarmState:

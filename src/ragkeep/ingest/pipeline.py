@@ -33,8 +33,8 @@ from ragkeep.embeddings import EmbeddingProvider
 from ragkeep.errors import LimitExceeded
 from ragkeep.ingest import liveness, store
 from ragkeep.ingest.chunking import TokenChunker
-from ragkeep.ingest.liveness import IngestLease
 from ragkeep.ingest.isolation import ParserPool
+from ragkeep.ingest.liveness import IngestLease
 from ragkeep.ingest.parsers import DocumentParseError, ParseLimits, UnsupportedDocumentType
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,9 @@ class Ingestor:
         self.embedder = embedder
         self.config = config
         # Raises ConfigError at start for a chunk_size the model cannot read whole.
-        self.chunker = TokenChunker(embedder.tokenizer(), config.chunk_tokens(embedder.max_tokens), config.chunk_overlap)
+        self.chunker = TokenChunker(
+            embedder.tokenizer(), config.chunk_tokens(embedder.max_tokens), config.chunk_overlap
+        )
         self._background: set[asyncio.Task[None]] = set()
         #: Cumulative wall seconds per step (parse, chunk, embed, store) across all documents.
         self.step_seconds: dict[str, float] = defaultdict(float)
@@ -171,9 +173,8 @@ class Ingestor:
 
     def validate(self, upload: Upload) -> None:
         """Checks that need no database, run before anything is written."""
-        if isinstance(upload.source, ChunksSource):
-            if self._given_vectors(upload.source.chunks) is None:
-                self._check_window([c.text for c in upload.source.chunks])
+        if isinstance(upload.source, ChunksSource) and self._given_vectors(upload.source.chunks) is None:
+            self._check_window([c.text for c in upload.source.chunks])
 
     def _check_window(self, texts: list[str]) -> None:
         """Ready-made chunks that the model would truncate are refused, not silently cut."""
@@ -286,7 +287,9 @@ class Ingestor:
 
     async def _status(self, upload: Upload, status: str, **kw: Any) -> None:
         async with self.pool.connection() as conn:
-            current = await store.set_status(conn, upload.owner_id, upload.document_id, status, attempt=upload.attempt, **kw)
+            current = await store.set_status(
+                conn, upload.owner_id, upload.document_id, status, attempt=upload.attempt, **kw
+            )
         if not current and status != "failed":
             raise store.ClaimLost(f"document {upload.document_id} is no longer being ingested by this attempt")
 

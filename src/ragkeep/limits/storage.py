@@ -74,7 +74,12 @@ def upload_limit(
 
 
 def check_upload_size(
-    config: LimitsConfig, overrides: Mapping[str, Any] | None, file_type: str | None, ceiling: int, size: int, field: str
+    config: LimitsConfig,
+    overrides: Mapping[str, Any] | None,
+    file_type: str | None,
+    ceiling: int,
+    size: int,
+    field: str,
 ) -> None:
     limit, name = upload_limit(config, overrides, file_type, ceiling)
     if size > limit:

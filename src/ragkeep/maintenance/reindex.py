@@ -76,24 +76,23 @@ async def advise(conn: psycopg.AsyncConnection, config: MaintenanceConfig) -> Re
     indexes = [i for i in await vector_indexes(conn) if i.valid and not i.leftover]
     live, dead = (stats.live_tuples, stats.dead_tuples) if stats else (0, 0)
     share = stats.dead_share if stats else 0.0
-    base = {
-        "table": CHUNKS,
-        "live_tuples": live,
-        "dead_tuples": dead,
-        "dead_share": round(share, 4),
-        "threshold_share": config.reindex_dead_share,
-        "threshold_dead_tuples": config.reindex_min_dead_tuples,
-        "auto_reindex": config.auto_reindex,
-        "indexes": [i.name for i in indexes],
-    }
+    names = [i.name for i in indexes]
+
+    def advice(recommended: bool, reason: str, statements: list[str] | None = None) -> ReindexAdvice:
+        return ReindexAdvice(
+            recommended, reason, table=CHUNKS, live_tuples=live, dead_tuples=dead, dead_share=round(share, 4),
+            threshold_share=config.reindex_dead_share, threshold_dead_tuples=config.reindex_min_dead_tuples,
+            auto_reindex=config.auto_reindex, indexes=names, statements=statements or [],
+        )
+
     if not indexes:
-        return ReindexAdvice(False, "chunks has no valid vector index (searches scan exactly)", **base)
+        return advice(False, "chunks has no valid vector index (searches scan exactly)")
     if share < config.reindex_dead_share:
         reason = f"{share:.1%} of chunks are dead, below reindex_dead_share {config.reindex_dead_share:.0%}"
-        return ReindexAdvice(False, reason, **base)
+        return advice(False, reason)
     if dead < config.reindex_min_dead_tuples:
         reason = f"{dead} dead chunks, fewer than reindex_min_dead_tuples {config.reindex_min_dead_tuples}"
-        return ReindexAdvice(False, reason, **base)
+        return advice(False, reason)
     statements = [f"REINDEX INDEX CONCURRENTLY {sql.Identifier(i.name).as_string(None)}" for i in indexes]
     reason = (
         f"{share:.1%} of chunks ({dead} rows) are dead, at or above reindex_dead_share "
@@ -101,7 +100,7 @@ async def advise(conn: psycopg.AsyncConnection, config: MaintenanceConfig) -> Re
         "VACUUM repairing the graph"
         + ("; runs at the next scheduled tick (auto_reindex)" if config.auto_reindex else "")
     )
-    return ReindexAdvice(True, reason, **base, statements=statements)
+    return advice(True, reason, statements)
 
 
 async def reindex_vector_indexes(
@@ -120,7 +119,9 @@ async def reindex_vector_indexes(
     stats = (await table_stats(conn, [CHUNKS])).get(CHUNKS)
     await _drop_leftovers(conn, items)
     for index in [i for i in await vector_indexes(conn) if not i.leftover]:
-        item: dict[str, Any] = {"index": index.name, "table": CHUNKS, "method": index.method, "bytes_before": index.bytes}
+        item: dict[str, Any] = {
+            "index": index.name, "table": CHUNKS, "method": index.method, "bytes_before": index.bytes
+        }
         if not index.valid:
             items.append({**item, "status": "skipped", "note": "invalid (a failed build); drop or rebuild it first"})
             continue
@@ -152,6 +153,8 @@ async def reindex_vector_indexes(
 
 
 async def _drop_leftovers(conn: psycopg.AsyncConnection, items: list[dict[str, Any]]) -> None:
-    for name in await drop_leftovers(conn, CHUNKS):
-        items.append({"index": name, "table": CHUNKS, "status": "dropped",
-                      "note": "left by an interrupted REINDEX CONCURRENTLY; dropped, not rebuilt"})
+    items.extend(
+        {"index": name, "table": CHUNKS, "status": "dropped",
+         "note": "left by an interrupted REINDEX CONCURRENTLY; dropped, not rebuilt"}
+        for name in await drop_leftovers(conn, CHUNKS)
+    )

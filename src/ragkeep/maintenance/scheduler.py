@@ -255,7 +255,8 @@ class Maintenance:
         """REINDEX (when asked, or advised and auto_reindex) then VACUUM; every outcome recorded."""
         run_id = int(run["id"])
         options = RunOptions(
-            analyze=run["vacuum_analyze"], full=run["vacuum_full"], reindex=run["reindex_first"], tables=tuple(run["tables"])
+            analyze=run["vacuum_analyze"], full=run["vacuum_full"], reindex=run["reindex_first"],
+            tables=tuple(run["tables"]),
         )
         try:
             advice = await advise(conn, self.config)
@@ -276,7 +277,9 @@ class Maintenance:
                 conn, run_id, status="failed" if error else "succeeded", items=items, error=error,
                 advice=advice.as_dict(),
             )
-            log.info("maintenance run %d (%s) finished%s", run_id, run["trigger"], f" with errors: {error}" if error else "")
+            log.info(
+                "maintenance run %d (%s) finished%s", run_id, run["trigger"], f" with errors: {error}" if error else ""
+            )
         except asyncio.CancelledError:
             await self._record_cancelled(conn, run_id)
             raise

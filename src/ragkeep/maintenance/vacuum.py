@@ -138,7 +138,9 @@ async def vacuum_tables(
         if stats is None:
             items.append({**item, "status": "skipped", "note": "no such table"})
             continue
-        item.update(dead_tuples_before=stats.dead_tuples, live_tuples_before=stats.live_tuples, bytes_before=stats.bytes)
+        item.update(
+            dead_tuples_before=stats.dead_tuples, live_tuples_before=stats.live_tuples, bytes_before=stats.bytes
+        )
         reason = below_threshold(stats, config) if config is not None else None
         if reason:
             items.append({**item, "status": "skipped", "note": reason})

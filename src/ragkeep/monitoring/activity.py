@@ -146,12 +146,11 @@ class ActivityRecorder:
             for col, value in zip(columns, (hour, user_id, key_id, key_hash, c.requests, c.errors), strict=True):
                 col.append(value)
         try:
-            async with self.pool.connection() as conn, conn.transaction():
-                async with conn.cursor() as cur:
-                    if route_rows:
-                        await cur.executemany(_REQUESTS_UPSERT, route_rows)
-                    if users:
-                        await cur.execute(_USERS_UPSERT, columns)
+            async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                if route_rows:
+                    await cur.executemany(_REQUESTS_UPSERT, route_rows)
+                if users:
+                    await cur.execute(_USERS_UPSERT, columns)
         except BaseException:
             self._merge_back(routes, users)
             raise

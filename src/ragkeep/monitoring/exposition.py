@@ -58,7 +58,13 @@ def _gauge(name: str, doc: str, value: float | None) -> GaugeMetricFamily:
     return g
 
 
-def _labelled(cls: type, name: str, doc: str, labels: list[str], rows: Iterable[tuple[list[str], float | None]]) -> Metric:
+def _labelled(
+    cls: type[CounterMetricFamily] | type[GaugeMetricFamily],
+    name: str,
+    doc: str,
+    labels: list[str],
+    rows: Iterable[tuple[list[str], float | None]],
+) -> Metric:
     family = cls(name, doc, labels=labels)
     for values, value in rows:
         if value is not None:
@@ -75,34 +81,45 @@ def database_families(db: DatabaseFigures) -> Iterator[Metric]:
                               value=cache["blks_hit"])
     yield CounterMetricFamily("ragkeep_db_blocks_read", "Blocks read from outside shared buffers (pg_stat_database).",
                               value=cache["blks_read"])
-    yield _gauge("ragkeep_db_cache_hit_ratio", "blks_hit / (blks_hit + blks_read) of this database, since the stats reset.",
-                 cache["hit_ratio"])
+    yield _gauge("ragkeep_db_cache_hit_ratio",
+                 "blks_hit / (blks_hit + blks_read) of this database, since the stats reset.", cache["hit_ratio"])
     parts = db.cache["chunks"]
-    yield _labelled(CounterMetricFamily, "ragkeep_chunks_blocks_hit", "Shared-buffer hits on chunks (pg_statio_user_tables).",
+    yield _labelled(CounterMetricFamily, "ragkeep_chunks_blocks_hit",
+                    "Shared-buffer hits on chunks (pg_statio_user_tables).",
                     ["part"], (([p], v["blks_hit"]) for p, v in parts.items()))
-    yield _labelled(CounterMetricFamily, "ragkeep_chunks_blocks_read", "Blocks of chunks read from outside shared buffers.",
+    yield _labelled(CounterMetricFamily, "ragkeep_chunks_blocks_read",
+                    "Blocks of chunks read from outside shared buffers.",
                     ["part"], (([p], v["blks_read"]) for p, v in parts.items()))
-    yield _labelled(GaugeMetricFamily, "ragkeep_chunks_cache_hit_ratio", "Hit ratio of chunks' heap, indexes and TOAST.",
+    yield _labelled(GaugeMetricFamily, "ragkeep_chunks_cache_hit_ratio",
+                    "Hit ratio of chunks' heap, indexes and TOAST.",
                     ["part"], (([p], v["hit_ratio"]) for p, v in parts.items()))
     idx = db.cache["chunk_indexes"]
-    yield _labelled(CounterMetricFamily, "ragkeep_chunks_index_blocks_hit", "Shared-buffer hits per chunks index (pg_statio_user_indexes).",
+    yield _labelled(CounterMetricFamily, "ragkeep_chunks_index_blocks_hit",
+                    "Shared-buffer hits per chunks index (pg_statio_user_indexes).",
                     ["index", "method"], (([i["index"], i["method"]], i["blks_hit"]) for i in idx))
-    yield _labelled(CounterMetricFamily, "ragkeep_chunks_index_blocks_read", "Blocks read per chunks index.",
+    yield _labelled(CounterMetricFamily, "ragkeep_chunks_index_blocks_read",
+                    "Blocks read per chunks index.",
                     ["index", "method"], (([i["index"], i["method"]], i["blks_read"]) for i in idx))
-    yield _labelled(GaugeMetricFamily, "ragkeep_chunks_index_cache_hit_ratio", "Hit ratio per chunks index.",
+    yield _labelled(GaugeMetricFamily, "ragkeep_chunks_index_cache_hit_ratio",
+                    "Hit ratio per chunks index.",
                     ["index", "method"], (([i["index"], i["method"]], i["hit_ratio"]) for i in idx))
-    yield _labelled(CounterMetricFamily, "ragkeep_chunks_index_scans", "Scans per chunks index (pg_stat_user_indexes.idx_scan).",
+    yield _labelled(CounterMetricFamily, "ragkeep_chunks_index_scans",
+                    "Scans per chunks index (pg_stat_user_indexes.idx_scan).",
                     ["index", "method"], (([i["index"], i["method"]], i["scans"]) for i in idx))
     yield _labelled(CounterMetricFamily, "ragkeep_chunks_index_tuples_read",
-                    "Index entries returned by scans per chunks index (idx_tup_read): tuples visited, where the index reports them.",
+                    "Index entries returned by scans per chunks index (idx_tup_read): "
+                    "tuples visited, where the index reports them.",
                     ["index", "method"], (([i["index"], i["method"]], i["tuples_read"]) for i in idx))
     tables = [s for s in db.sizes if s["kind"] == "table"]
     indexes = [s for s in db.sizes if s["kind"] == "index"]
-    yield _labelled(GaugeMetricFamily, "ragkeep_table_size_bytes", "pg_table_size of each table (heap, TOAST, maps).",
+    yield _labelled(GaugeMetricFamily, "ragkeep_table_size_bytes",
+                    "pg_table_size of each table (heap, TOAST, maps).",
                     ["table"], (([t["relation"]], t["bytes"]) for t in tables))
-    yield _labelled(GaugeMetricFamily, "ragkeep_index_size_bytes", "Size of each index.",
+    yield _labelled(GaugeMetricFamily, "ragkeep_index_size_bytes",
+                    "Size of each index.",
                     ["table", "index"], (([i["table_name"], i["relation"]], i["bytes"]) for i in indexes))
-    yield _labelled(GaugeMetricFamily, "ragkeep_table_rows_estimate", "pg_class.reltuples of each table (-1: never analysed).",
+    yield _labelled(GaugeMetricFamily, "ragkeep_table_rows_estimate",
+                    "pg_class.reltuples of each table (-1: never analysed).",
                     ["table"], (([t["relation"]], t["est_rows"]) for t in tables))
     yield _labelled(GaugeMetricFamily, "ragkeep_active_users",
                     "Users with an authenticated request in the current UTC hour / day (flushed activity).",
@@ -123,7 +140,8 @@ def process_families(probe: InstanceProbe, replica: str) -> Iterator[Metric]:
     yield CounterMetricFamily("ragkeep_process_cpu_seconds", "User + system CPU time of this process (psutil).",
                               value=probe.cpu_seconds())
     yield _gauge("ragkeep_process_threads", "Threads of this process.", proc.num_threads())
-    yield _gauge("ragkeep_process_start_time_seconds", "Start of this process, Unix time.", probe.started_at.timestamp())
+    yield _gauge("ragkeep_process_start_time_seconds", "Start of this process, Unix time.",
+                 probe.started_at.timestamp())
     import psutil
 
     vm = psutil.virtual_memory()
@@ -146,4 +164,4 @@ class _Scrape:
 async def render(metrics: ProcessMetrics, probe: InstanceProbe, pool: AsyncConnectionPool, replica: str) -> bytes:
     db = await read_database(pool)
     scrape = _Scrape([metrics.registry.collect(), process_families(probe, replica), database_families(db)])
-    return generate_latest(scrape)  # type: ignore[arg-type]
+    return generate_latest(scrape)

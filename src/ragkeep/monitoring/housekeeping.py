@@ -166,7 +166,9 @@ async def thin_snapshots(conn: psycopg.AsyncConnection, config: MetricsConfig, n
         return a.rowcount + b.rowcount
 
 
-async def run_slot(conn: psycopg.AsyncConnection, config: MetricsConfig, now: datetime | None = None) -> HousekeepingResult:
+async def run_slot(
+    conn: psycopg.AsyncConnection, config: MetricsConfig, now: datetime | None = None
+) -> HousekeepingResult:
     """One slot's work, if this replica wins the slot. ``conn`` must not be in a transaction."""
     now = now or datetime.now(UTC)
     slot = slot_of(now, config.snapshot_minutes)

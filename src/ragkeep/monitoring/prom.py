@@ -53,7 +53,8 @@ class ProcessMetrics:
             ["kind", "strategy"], buckets=VECTOR_BUCKETS, registry=r,
         )
         self.search_fallbacks = Counter(
-            "ragkeep_search_exact_fallbacks", "Index searches that came back short and were answered by the exact scan.",
+            "ragkeep_search_exact_fallbacks",
+            "Index searches that came back short and were answered by the exact scan.",
             ["kind"], registry=r,
         )
         self.search_short = Counter(

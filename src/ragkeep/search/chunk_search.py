@@ -19,9 +19,9 @@ import psycopg
 from ragkeep.config import SearchConfig
 from ragkeep.embeddings import EmbeddingProvider
 from ragkeep.search.filters import compile_filters
+from ragkeep.search.planner import Planner
 from ragkeep.search.queries import Kind
 from ragkeep.search.scope import Scope
-from ragkeep.search.planner import Planner
 from ragkeep.search.service import run_search
 from ragkeep.search.settings import (
     SearchSettings,

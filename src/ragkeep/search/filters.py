@@ -79,7 +79,7 @@ class _Compiler:
             raise FilterError(path, f"filters nest deeper than {MAX_DEPTH} levels")
         if not isinstance(node, dict):
             raise FilterError(path, "expected an object of field conditions")
-        parts = []
+        parts: list[sql.Composable] = []
         for key, value in node.items():
             _check_text(key, path)
             sub = f"{path}.{key}"
@@ -100,7 +100,7 @@ class _Compiler:
     def field(self, key: str, cond: Any, path: str, depth: int) -> sql.Composable:
         if not isinstance(cond, dict) or not cond:
             cond = {"$eq": cond}  # R2R's shorthand: {"field": value}
-        parts = []
+        parts: list[sql.Composable] = []
         for op, value in cond.items():
             p = f"{path}.{op}"
             if op not in OPERATORS:

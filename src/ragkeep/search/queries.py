@@ -68,7 +68,7 @@ def _distance(strategy: Strategy) -> sql.Composable:
 
 def build_search_sql(
     kind: Kind, scope: Scope, filters: CompiledFilter, strategy: Strategy = Strategy.EXACT, count_owner: bool = False
-) -> tuple[sql.Composable, dict[str, Any]]:
+) -> tuple[sql.SQL, dict[str, Any]]:
     """The query and its scope/filter parameters.
 
     The caller adds: ``q`` (query vector) for semantic and hybrid, ``text`` for full-text and
@@ -108,7 +108,8 @@ def _search_sql(kind: Kind, scope_shape: str, filter_text: str, strategy: Strate
         query = sql.SQL(
             "SELECT c.*{count} FROM ("
             "SELECT {cols}, {distance} AS distance FROM chunks c WHERE {where} "
-            "ORDER BY distance LIMIT %(limit)s + %(offset)s) c ORDER BY c.distance + 0, c.id LIMIT %(limit)s OFFSET %(offset)s"
+            "ORDER BY distance LIMIT %(limit)s + %(offset)s) c "
+            "ORDER BY c.distance + 0, c.id LIMIT %(limit)s OFFSET %(offset)s"
         ).format(cols=COLUMNS, distance=_distance(strategy), where=where, count=count)
     elif kind is Kind.FULL_TEXT:
         query = sql.SQL(

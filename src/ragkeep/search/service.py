@@ -165,9 +165,9 @@ async def run_search(
     if plan.count_owner is not None:
         params["count_owner"] = plan.count_owner  # counted by the search statement itself
     rows, found = await _execute(conn, kind, scope, filters, plan.strategy, params, plans)
-    if plan.count_owner is not None and rows:
+    if (count_owner := plan.count_owner) is not None and rows:
         plan = replace(plan, scope_size=rows[0]["scope_count"])
-        planner.remember_count(plan.count_owner, plan.scope_size)
+        planner.remember_count(count_owner, plan.scope_size)
         for r in rows:
             del r["scope_count"]
     if plan.strategy.uses_index and config.exact_fallback and found is not None and found < wanted:

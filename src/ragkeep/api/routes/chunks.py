@@ -108,7 +108,8 @@ async def list_chunks(
 async def retrieve_chunk(
     chunk_id: uuid.UUID, principal: PrincipalDep, db: DbDep, include_vectors: bool = False
 ) -> Results[ChunkOut]:
-    return Results(results=ChunkOut.from_row(await _visible_chunk(db, principal, chunk_id, include_vectors=include_vectors)))
+    row = await _visible_chunk(db, principal, chunk_id, include_vectors=include_vectors)
+    return Results(results=ChunkOut.from_row(row))
 
 
 @router.post("/{chunk_id}", response_model=Results[ChunkOut])

@@ -18,8 +18,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ragkeep.api.deps import DbDep, Limit, Offset, PrincipalDep, ServicesDep
 from ragkeep.api.errors import ApiError
 from ragkeep.api.guard import GuardedRoute
-from ragkeep.api.schemas import CollectionOut, DocumentOut, GenericBoolean, GenericMessage, PaginatedResults, Results, UserOut
-from ragkeep.api.schemas import visible_user_out
+from ragkeep.api.schemas import (
+    CollectionOut,
+    DocumentOut,
+    GenericBoolean,
+    GenericMessage,
+    PaginatedResults,
+    Results,
+    UserOut,
+    visible_user_out,
+)
 from ragkeep.auth import collections as coll
 from ragkeep.auth import users
 from ragkeep.auth.users import Principal
@@ -137,7 +145,9 @@ async def get_collection_by_name(
     return Results(results=_out(row))
 
 
-async def _authorized(db: SharedConnection, principal: Principal, collection_id: uuid.UUID, action: coll.Action) -> None:
+async def _authorized(
+    db: SharedConnection, principal: Principal, collection_id: uuid.UUID, action: coll.Action
+) -> None:
     async with db.connection() as conn:
         await coll.authorize(conn, principal, collection_id, action)
 

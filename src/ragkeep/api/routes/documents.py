@@ -16,8 +16,8 @@ from ragkeep.api.forms import check_form
 from ragkeep.api.guard import GuardedRoute
 from ragkeep.api.params import compile_named, json_field, query_filters
 from ragkeep.api.schemas import (
-    CollectionOut,
     ChunkOut,
+    CollectionOut,
     DocumentOut,
     GenericBoolean,
     IngestionOut,
@@ -86,7 +86,8 @@ def _chunks(raw: str) -> list[ChunkInput]:
             raise ApiError(422, f"chunks[{i}].metadata: expected an object")
         vector = item.get("embedding", item.get("vector"))
         if vector is not None and (
-            not isinstance(vector, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector)
+            not isinstance(vector, list)
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector)
         ):
             raise ApiError(422, f"chunks[{i}].embedding: expected a list of numbers")
         out.append(ChunkInput(text=text, metadata=meta, embedding=vector))
@@ -127,7 +128,10 @@ async def create_document(
     if len(given) != 1:
         raise ApiError(422, f"exactly one of 'file', 'raw_text' or 'chunks' must be given (got {len(given)})")
     meta = json_field("metadata", metadata, dict) or {}
-    coll_ids = [_uuid(f"collection_ids[{i}]", c) for i, c in enumerate(json_field("collection_ids", collection_ids, list) or [])]
+    coll_ids = [
+        _uuid(f"collection_ids[{i}]", c)
+        for i, c in enumerate(json_field("collection_ids", collection_ids, list) or [])
+    ]
     doc_id = _uuid("id", id) if id else uuid.uuid4()
     cfg = services.settings.ingestion
     quota = services.settings.limits
@@ -224,7 +228,9 @@ async def _visible_document(db: SharedConnection, principal: Principal, document
     return row
 
 
-async def _owned_document(db: SharedConnection, principal: Principal, document_id: uuid.UUID, action: str) -> dict[str, Any]:
+async def _owned_document(
+    db: SharedConnection, principal: Principal, document_id: uuid.UUID, action: str
+) -> dict[str, Any]:
     """The document if the caller may change it: 404 if they cannot even read it, 403 if they only read it."""
     row = await _visible_document(db, principal, document_id)
     require_owner(principal, row["owner_id"], "document", action)
@@ -311,7 +317,11 @@ async def _json_body(request: Request, name: str) -> Any:
 
 
 def _json_body_doc(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "description": description, "content": {"application/json": {"schema": schema}}}}
+    return {
+        "requestBody": {
+            "required": True, "description": description, "content": {"application/json": {"schema": schema}}
+        }
+    }
 
 
 def _check_delete_filter(node: Any, path: str) -> None:
@@ -358,7 +368,9 @@ async def delete_documents_by_filter(
     """
     body = await _json_body(request, "filters")
     if body is not None and filters is not None:
-        raise ApiError(422, "filters: give the filters either as the body or as the 'filters' query parameter, not both")
+        raise ApiError(
+            422, "filters: give the filters either as the body or as the 'filters' query parameter, not both"
+        )
     value: Any = body
     if value is None:
         if filters is None:

@@ -176,7 +176,9 @@ async def warm_index(
         raise ApiError(409, f"index {index_name!r} is {row['status']}, not valid; only a valid index can be warmed")
     async with db.connection() as conn:
         if not await has_extension(conn, "pg_prewarm"):
-            raise ApiError(503, "the pg_prewarm extension is not installed in this database; CREATE EXTENSION pg_prewarm")
+            raise ApiError(
+                503, "the pg_prewarm extension is not installed in this database; CREATE EXTENSION pg_prewarm"
+            )
     await db.release()  # warming takes its own connection, for as long as the index takes to load
     state = await services.indexes.warmer.warm(index_name)
     if state.state == "failed":

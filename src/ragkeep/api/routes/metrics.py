@@ -38,7 +38,9 @@ async def metrics(request: Request, services: ServicesDep) -> Response:
         raise ApiError(404, "the Prometheus endpoint is off ([metrics] prometheus = false)")
     if config.prometheus_token:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), config.prometheus_token.encode()):
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), config.prometheus_token.encode()
+        ):
             raise ApiError(401, "/metrics wants 'Authorization: Bearer <[metrics] prometheus_token>'")
     elif not _loopback(request):
         raise ApiError(403, "/metrics answers other machines only with [metrics] prometheus_token set; "

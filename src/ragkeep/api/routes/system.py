@@ -25,8 +25,7 @@ from ragkeep.api.schemas import (
     VacuumIn,
 )
 from ragkeep.api.services import Services
-from ragkeep.maintenance import Maintenance, RunOptions, UnknownTables
-from ragkeep.maintenance import history
+from ragkeep.maintenance import Maintenance, RunOptions, UnknownTables, history
 from ragkeep.maintenance.status import system_status
 from ragkeep.monitoring import stats
 

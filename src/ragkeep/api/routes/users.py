@@ -91,9 +91,8 @@ async def register(
     db: DbDep,
     caller: Annotated[Principal | None, Depends(optional_principal)],
 ) -> Results[UserOut]:
-    if not services.settings.auth.allow_registration:
-        if caller is None or not caller.is_superuser:
-            raise ApiError(403, "self-registration is disabled; ask a superuser to create your account")
+    if not services.settings.auth.allow_registration and (caller is None or not caller.is_superuser):
+        raise ApiError(403, "self-registration is disabled; ask a superuser to create your account")
     async with db.connection() as conn:
         try:
             user = await users.create_user(
@@ -131,7 +130,9 @@ def client_address(request: Request) -> str:
 
 
 #: Documented for OpenAPI readers (and schema checkers): the throttle's answer.
-_THROTTLED = {429: {"description": "Too many failed log-ins: retry after the Retry-After header's seconds"}}
+_THROTTLED: dict[int | str, dict[str, Any]] = {
+    429: {"description": "Too many failed log-ins: retry after the Retry-After header's seconds"}
+}
 
 
 @public_router.post("/login", response_model=Results[TokenPairOut], responses=_THROTTLED)
@@ -335,7 +336,9 @@ async def delete_user(
 
 
 @router.get("/{user_id}/limits", response_model=Results[LimitsOut])
-async def get_limits(user_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep, db: DbDep) -> Results[LimitsOut]:
+async def get_limits(
+    user_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep, db: DbDep
+) -> Results[LimitsOut]:
     """R2R's limits report: what the user stores against their storage limits, and their requests
     this minute and month against their rate limits (the user themself, or a superuser).
 
