@@ -19,7 +19,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.support.ingest_replicas import replicas
+from tests.support.replicas import replicas
 from tests.support import create_database, drop_database, login
 
 WORDS = (

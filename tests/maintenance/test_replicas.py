@@ -4,24 +4,20 @@ tries every tick, exactly one runs it, and no two runs overlap in time."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 
 from ragkeep.maintenance import next_tick
-from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, free_port, login
+from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, login
+from tests.support.replicas import Replica, serve_processes
 
 SCHEDULE = "* * * * * */2"  # the sixth field is seconds
 OBSERVE_SECONDS = 14
@@ -35,23 +31,6 @@ from ragkeep.api.app import create_app
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(message)s")
 uvicorn.run(create_app(), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
-
-
-@dataclass
-class Replica:
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.base_url}/v3/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
 
 
 def write_config(path: Path, url: str) -> None:
@@ -85,42 +64,9 @@ def replicas(db_factory: Callable[[str], str], tmp_path: Path) -> Iterator[tuple
     url = db_factory("replicas")
     config = tmp_path / "ragkeep.toml"
     write_config(config, url)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGKEEP_")}
-    env.update(COLUMNS="500", PYTHONUNBUFFERED="1")
-    started: list[Replica] = []
-    try:
-        for n in range(3):
-            home = tmp_path / f"home{n}"
-            home.mkdir()
-            port = free_port()
-            log = tmp_path / f"replica{n}.log"
-            with log.open("wb") as out:
-                process = subprocess.Popen(
-                    [sys.executable, "-c", LAUNCH, str(port)],
-                    env={**env, "RAGKEEP_HOME": str(home), "RAGKEEP_CONFIG": str(config)},
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            started.append(Replica(process, port, log))
-        deadline = time.monotonic() + 240
-        while not all(r.healthy() for r in started):
-            for r in started:
-                if r.process.poll() is not None:
-                    raise RuntimeError(f"replica on port {r.port} exited:\n{r.log.read_text()}")
-            if time.monotonic() > deadline:
-                raise TimeoutError("the replicas did not start in time")
-            time.sleep(0.2)
+    with serve_processes(tmp_path, 3, lambda port: [sys.executable, "-c", LAUNCH, str(port)],
+                         {"RAGKEEP_CONFIG": str(config)}) as started:
         yield url, started
-    finally:
-        for r in started:
-            if r.process.poll() is None:
-                r.process.send_signal(signal.SIGINT)
-        for r in started:
-            try:
-                r.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                r.process.kill()
-                r.process.wait()
 
 
 def test_three_replicas_run_each_tick_once_and_never_overlap(replicas: tuple[str, list[Replica]]) -> None:

@@ -4,7 +4,7 @@ helpers to make users.
 Nothing here fakes the database or the model: the server runs the product code against the
 embedded PostgreSQL started for the test session. Submodules hold the harnesses of the fault
 tests and benchmarks: ``outage`` (a server process whose PostgreSQL is stopped or killed),
-``ingest_replicas`` (``ragkeep serve`` processes on one database), ``hostile`` (hostile requests).
+``replicas`` (``ragkeep serve`` processes on one database), ``hostile`` (hostile requests).
 """
 
 from __future__ import annotations

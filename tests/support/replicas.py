@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,12 +67,13 @@ admin_password = "{ADMIN_PASSWORD}"
 
 
 @contextmanager
-def replicas(url: str, tmp_path: Path, count: int, ingestion: dict[str, Any]) -> Iterator[list[Replica]]:
-    """``count`` real ``ragkeep serve`` processes on the database ``url``; stopped (or reaped) after."""
-    config = tmp_path / "ragkeep.toml"
-    write_config(config, url, ingestion)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGKEEP_")}
-    env.update(COLUMNS="500", PYTHONUNBUFFERED="1")
+def serve_processes(
+    tmp_path: Path, count: int, argv: Callable[[int], list[str]], env: dict[str, str] | None = None
+) -> Iterator[list[Replica]]:
+    """``count`` server processes, each started with ``argv(port)`` and a home of its own, healthy
+    before this yields; stopped with SIGINT (or killed) after."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAGKEEP_")}
+    base.update(COLUMNS="500", PYTHONUNBUFFERED="1", **(env or {}))
     started: list[Replica] = []
     try:
         for n in range(count):
@@ -82,10 +83,7 @@ def replicas(url: str, tmp_path: Path, count: int, ingestion: dict[str, Any]) ->
             log = tmp_path / f"replica{n}.log"
             with log.open("wb") as out:
                 process = subprocess.Popen(
-                    [sys.executable, "-m", "ragkeep.cli.main", "serve", "--port", str(port), "--config", str(config)],
-                    env={**env, "RAGKEEP_HOME": str(home)},
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
+                    argv(port), env={**base, "RAGKEEP_HOME": str(home)}, stdout=out, stderr=subprocess.STDOUT
                 )
             started.append(Replica(process, port, log))
         deadline = time.monotonic() + 240
@@ -107,3 +105,16 @@ def replicas(url: str, tmp_path: Path, count: int, ingestion: dict[str, Any]) ->
             except subprocess.TimeoutExpired:
                 r.process.kill()
                 r.process.wait()
+
+
+@contextmanager
+def replicas(url: str, tmp_path: Path, count: int, ingestion: dict[str, Any]) -> Iterator[list[Replica]]:
+    """``count`` real ``ragkeep serve`` processes on the database ``url``; stopped (or reaped) after."""
+    config = tmp_path / "ragkeep.toml"
+    write_config(config, url, ingestion)
+
+    def serve(port: int) -> list[str]:
+        return [sys.executable, "-m", "ragkeep.cli.main", "serve", "--port", str(port), "--config", str(config)]
+
+    with serve_processes(tmp_path, count, serve) as started:
+        yield started
