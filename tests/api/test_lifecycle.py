@@ -115,6 +115,20 @@ async def busy(app: FastAPI) -> None:
     await asyncio.sleep(0.05)  # let the ingestions reach their parsers
 
 
+def assert_failed_start_leaves_nothing(settings: Settings, pg_url: str) -> None:
+    """The app's start raises the injected failure, and nothing it started is left afterwards."""
+    before = parser_workers()
+
+    async def scenario() -> None:
+        app = create_app(settings)
+        with pytest.raises(Injected):
+            async with app.router.lifespan_context(app):
+                pytest.fail("the server started although a service failed to")
+        await assert_nothing_left(pg_url, settings, before)
+
+    asyncio.run(scenario())
+
+
 def test_a_start_that_fails_part_way_stops_what_started(
     own_settings: Settings, pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -128,16 +142,7 @@ def test_a_start_that_fails_part_way_stops_what_started(
         raise Injected("the ingestor failed to start")
 
     monkeypatch.setattr(Ingestor, "start", start_then_fail)
-    before = parser_workers()
-
-    async def scenario() -> None:
-        app = create_app(own_settings)
-        with pytest.raises(Injected):
-            async with app.router.lifespan_context(app):
-                pytest.fail("the server started although a service failed to")
-        await assert_nothing_left(pg_url, own_settings, before)
-
-    asyncio.run(scenario())
+    assert_failed_start_leaves_nothing(own_settings, pg_url)
 
 
 def test_a_start_that_fails_last_stops_every_service(
@@ -147,16 +152,7 @@ def test_a_start_that_fails_last_stops_every_service(
         raise Injected("auto promotion failed to start")
 
     monkeypatch.setattr(AutoPromoter, "start", fail)
-    before = parser_workers()
-
-    async def scenario() -> None:
-        app = create_app(own_settings)
-        with pytest.raises(Injected):
-            async with app.router.lifespan_context(app):
-                pytest.fail("the server started although a service failed to")
-        await assert_nothing_left(pg_url, own_settings, before)
-
-    asyncio.run(scenario())
+    assert_failed_start_leaves_nothing(own_settings, pg_url)
 
 
 def test_a_stop_leaves_nothing_running(own_settings: Settings, pg_url: str) -> None:
