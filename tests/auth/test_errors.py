@@ -11,6 +11,8 @@ from ragkeep.api.errors import STATUS, ApiError, describe, domain_error_response
 from ragkeep.auth.tokens import InvalidToken
 from ragkeep.auth.users import EmailTaken, LastSuperuser
 from ragkeep.ingest.store import DocumentBusy, DuplicateDocument
+from ragkeep.search.filters import FilterError
+from ragkeep.search.settings import InvalidSearch
 
 
 @pytest.mark.parametrize(
@@ -30,6 +32,8 @@ from ragkeep.ingest.store import DocumentBusy, DuplicateDocument
         (LastSuperuser(), 409, "Conflict"),
         (DuplicateDocument(uuid.uuid4(), "x"), 409, "Conflict"),
         (DocumentBusy("x"), 409, "Conflict"),
+        (FilterError("filters.a.$x", "unknown operator"), 422, "ApiError"),
+        (InvalidSearch("no kind of search is on"), 422, "ApiError"),
     ],
 )
 def test_the_table_gives_each_error_its_status(exc: errors.DomainError, status: int, error_type: str) -> None:
@@ -50,6 +54,15 @@ def test_limit_body_and_headers() -> None:
     assert resp.body == (
         b'{"detail":{"message":"too many","error_type":"LimitExceeded",'
         b'"limit_name":"global_per_min","limit":60,"used":60}}'
+    )
+
+
+def test_a_filter_error_names_its_path_in_the_body() -> None:
+    resp = domain_error_response(FilterError("filters.$and[1].kind.$nope", "unknown operator"))
+    assert resp.status_code == 422
+    assert resp.body == (
+        b'{"detail":{"message":"filters.$and[1].kind.$nope: unknown operator","error_type":"ApiError",'
+        b'"path":"filters.$and[1].kind.$nope"}}'
     )
 
 

@@ -55,9 +55,12 @@ class ApiError(DomainError):
 
 #: Domain error class -> (HTTP status, ``error_type`` on the wire); an error takes the entry of the
 #: first class of its MRO found here (``DuplicateDocument`` is a Conflict: 409). A status of None
-#: is the error's own (:class:`ApiError`). Every limit answers "LimitExceeded" with its figures.
+#: is the error's own (:class:`ApiError`). Every limit answers "LimitExceeded" with its figures;
+#: an invalid filter adds its ``path`` (the error's ``extra``).
 STATUS: dict[type[DomainError], tuple[int | None, str]] = {
     ApiError: (None, "ApiError"),
+    FilterError: (422, "ApiError"),  # search's own refusals keep the wire type routes gave them
+    InvalidSearch: (422, "ApiError"),
     BadRequest: (400, "BadRequest"),
     Unauthorized: (401, "Unauthorized"),
     Forbidden: (403, "Forbidden"),
@@ -127,14 +130,6 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
         return domain_error_response(exc)
-
-    @app.exception_handler(FilterError)
-    async def _filter_error(request: Request, exc: FilterError) -> JSONResponse:
-        return _body(422, str(exc), "ApiError", {"path": exc.path})  # as the routes answered it before
-
-    @app.exception_handler(InvalidSearch)
-    async def _invalid_search(request: Request, exc: InvalidSearch) -> JSONResponse:
-        return _body(422, exc.message, "ApiError")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

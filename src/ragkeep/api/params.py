@@ -29,7 +29,7 @@ def compile_named(name: str, value: dict[str, Any], alias: str) -> CompiledFilte
         return compile_filters(value, alias=alias)
     except FilterError as e:
         path = name + e.path[len("filters"):] if e.path.startswith("filters") else e.path
-        raise ApiError(422, f"{path}: {e.message}", path=path) from None
+        raise ApiError(422, f"{path}: {e.reason}", path=path) from None
 
 
 def query_filters(given: dict[str, str | None], alias: str = "c") -> CompiledFilter:

@@ -37,12 +37,13 @@ TIME_COLUMNS = {"created_at": "created_at"}
 
 
 class FilterError(InvalidInput, ValueError):
-    """An invalid filter; ``path`` names where, e.g. ``filters.$and[1].owner_id.$in``."""
+    """An invalid filter; ``path`` names where, e.g. ``filters.$and[1].owner_id.$in`` (the API
+    answers it in the error's ``detail``), ``reason`` what is wrong there."""
 
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}")
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}", path=path)
         self.path = path
-        self.message = message
+        self.reason = reason
 
 
 @dataclass

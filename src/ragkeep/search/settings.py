@@ -11,16 +11,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ragkeep.errors import InvalidInput
 from ragkeep.search.queries import Kind
 from ragkeep.search.service import HybridParams, IndexParams
 
 
-class InvalidSearch(ValueError):
+class InvalidSearch(InvalidInput, ValueError):
     """Settings no search can run with (the API answers 422 with the message)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class HybridSettings(BaseModel):
