@@ -7,6 +7,8 @@ import asyncio
 
 import pytest
 
+from ragkeep.api.errors import describe, domain_error_response
+from ragkeep.errors import Unavailable
 from ragkeep.ingest.isolation import ParserPool
 from ragkeep.ingest.parsers import ParseLimitExceeded, ParseLimits
 from tests.faults.test_ingest_content import many_paragraphs
@@ -24,5 +26,20 @@ def test_a_parse_past_its_time_is_killed_and_the_pool_goes_on() -> None:
             assert (await pool.parse(b"after", "b.txt", None)).text == "after"
         finally:
             await pool.close()
+
+    asyncio.run(run())
+
+
+def test_a_parse_after_close_is_unavailable_not_the_documents_fault() -> None:
+    """At shutdown the upload is refused as a 503 (try again), never a 422 (the document is bad)."""
+
+    async def run() -> None:
+        pool = ParserPool(1, 5.0, 1024, ParseLimits())
+        await pool.close()
+        with pytest.raises(Unavailable, match="stopping") as info:
+            await pool.parse(b"late", "late.txt", None)
+        assert describe(info.value) == (503, "Unavailable")
+        assert domain_error_response(info.value).headers["Retry-After"] == "1"
+        assert not pool._workers  # the worker started for it was killed
 
     asyncio.run(run())

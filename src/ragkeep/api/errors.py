@@ -112,9 +112,11 @@ def _body(
 
 
 def domain_error_response(exc: DomainError) -> JSONResponse:
-    """``exc`` in R2R's shape with its extra fields; ``Retry-After`` for a rate limit."""
+    """``exc`` in R2R's shape with its extra fields; ``Retry-After`` for a rate limit and a 503."""
     status, error_type = describe(exc)
     retry_after = getattr(exc, "retry_after", None)
+    if retry_after is None and status == 503:
+        retry_after = RETRY_AFTER_SECONDS
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return _body(status, exc.message, error_type, exc.extra, headers)
 

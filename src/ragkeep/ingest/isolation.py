@@ -29,6 +29,7 @@ from typing import Any
 
 import psutil
 
+from ragkeep.errors import Unavailable
 from ragkeep.ingest.parsers import (
     DocumentParseError,
     ParsedDocument,
@@ -147,7 +148,7 @@ class ParserPool:
         self._workers.add(worker)
         if self._closed:
             self._kill(worker)
-            raise DocumentParseError("the server is stopping; upload the document again")
+            raise Unavailable("this server is stopping; upload the document again once it is back")
         return worker
 
     def _kill(self, worker: _Worker) -> None:

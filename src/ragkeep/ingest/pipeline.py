@@ -30,7 +30,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ragkeep.config import IngestionConfig, LimitsConfig
 from ragkeep.embeddings import EmbeddingProvider
-from ragkeep.errors import LimitExceeded
+from ragkeep.errors import LimitExceeded, Unavailable
 from ragkeep.ingest import liveness, store
 from ragkeep.ingest.chunking import TokenChunker
 from ragkeep.ingest.isolation import ParserPool
@@ -244,7 +244,7 @@ class Ingestor:
         except asyncio.CancelledError:
             await self._fail(upload, "ingestion was cancelled (the server stopped); upload the document again")
             raise
-        except (IngestionError, LimitExceeded) as e:  # a limit refuses the document whole
+        except (IngestionError, LimitExceeded, Unavailable) as e:  # refused whole, or the server stops
             await self._fail(upload, str(e))
             raise
         except psycopg.OperationalError as e:  # the database, not the document: a 503 for the uploader
@@ -265,7 +265,7 @@ class Ingestor:
     async def _process_quietly(self, upload: Upload) -> None:
         try:
             await self.process(upload, progress=True)
-        except (IngestionError, LimitExceeded):
+        except (IngestionError, LimitExceeded, Unavailable):
             pass  # recorded in the document's status
         except psycopg.OperationalError as e:  # recorded if the database came back in time
             log.warning("background ingestion of document %s stopped: database unavailable (%s)", upload.document_id, e)
