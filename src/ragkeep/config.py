@@ -7,6 +7,7 @@ the operator believes in and does not have.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -117,7 +118,25 @@ class DatabaseConfig(_Section):
     supervise_embedded: bool = True
     #: shared_buffers of the embedded server (ignored for an external database).
     embedded_shared_buffers: str = "512MB"
+    #: Hot standbys of the primary for searches and lists (docs/scaling.md); every write goes to
+    #: ``url``. In the environment: ``RAGKEEP_DATABASE__READ_URLS``, comma-separated or a JSON list.
+    read_urls: list[str] = Field(default_factory=list)
+    #: A standby further behind than this is out of rotation: its reads go to the primary.
+    max_replica_lag_seconds: float = Field(5.0, gt=0)
+    #: How often each standby's state (reachable, in recovery, replayed position) is checked.
+    replica_check_seconds: float = Field(0.5, gt=0)
     maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
+
+    @field_validator("read_urls", mode="before")
+    @classmethod
+    def _read_urls(cls, value: object) -> object:
+        """An environment variable gives a string: a JSON list, or URLs separated by commas."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [u.strip() for u in text.split(",") if u.strip()]
+        return value
 
     @model_validator(mode="after")
     def _pool(self) -> DatabaseConfig:

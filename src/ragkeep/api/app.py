@@ -13,6 +13,7 @@ from ragkeep.api import errors, ratelimit
 from ragkeep.api.lifecycle import service
 from ragkeep.api.routes import chunks, collections, documents, health, indices, metrics, retrieval, system, users
 from ragkeep.api.services import Services
+from ragkeep.api.writes import MarkWrites
 from ragkeep.auth.tokens import TokenIssuer, load_or_create_secret
 from ragkeep.auth.users import ensure_admin
 from ragkeep.config import Settings, load_settings
@@ -56,12 +57,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     log.warning("marked %d interrupted ingestions as failed", interrupted)
             tokens = TokenIssuer(secret, settings.auth.access_token_minutes, settings.auth.refresh_token_days)
             ingestor = Ingestor(db.pool, embedder, settings.ingestion)  # ConfigError here, before any task
+            ingestor.record_writes = db.reads is not None and db.reads.enabled
             planner = Planner()  # this app's index directory and counts; builds and drops refresh it
             indexes = IndexBuilder(db.url, settings.indices, planner)
             promoter = AutoPromoter(settings, indexes, observed_off_peak_hour)
             monitor = Monitor(settings.metrics, db.pool, db.url, tokens)  # Prometheus, request activity, snapshots
             searches = SearchRecorder(db.pool, settings.metrics.flush_seconds, observer=monitor.metrics.observe_search)
             maintenance = Maintenance(settings.database.maintenance, db.url, settings.indices)
+            if db.reads is not None and db.reads.enabled:  # read_urls: checks standbys, routes reads
+                await stack.enter_async_context(service("the read router", start=db.reads.start, stop=db.reads.stop))
             for name, start, stop in (
                 ("the monitor", monitor.start, monitor.stop),  # its stop writes the last activity
                 ("the search recorder", searches.start, searches.stop),
@@ -86,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)  # domain errors -> status (errors.STATUS; limits: 403/413/429 + Retry-After)
     errors.install_database_unavailable(app)  # psycopg.OperationalError -> 503 + Retry-After
     ratelimit.install(app)  # this process's clock for deleting old rate windows (docs/limits.md)
+    app.add_middleware(MarkWrites)  # with read replicas: a user's next read shows their write
     app.add_middleware(ActivityMiddleware)  # times every request for the metrics
     app.include_router(users.public_router)  # log-in, token refresh: no caller to count; before "/{user_id}"
     for module in (health, users, documents, chunks, retrieval, collections, indices, system, metrics):

@@ -14,6 +14,7 @@ from ragkeep.api.services import Services
 from ragkeep.auth.api_keys import verify_api_key
 from ragkeep.auth.tokens import InvalidToken
 from ragkeep.auth.users import Principal, load_principal
+from ragkeep.db.reads import Connects, Reads
 from ragkeep.db.shared import SharedConnection
 from ragkeep.monitoring.activity import PRINCIPAL_STATE_KEY
 from ragkeep.search.scope import Scope
@@ -106,6 +107,19 @@ async def superuser(principal: PrincipalDep) -> Principal:
 
 
 SuperuserDep = Annotated[Principal, Depends(superuser)]
+
+
+async def read_connections(principal: PrincipalDep, services: ServicesDep, db: DbDep) -> Connects:
+    """Where the caller's reads run: a standby that shows their own writes (``read_urls``), else
+    the request's connection to the primary."""
+    router = services.db.reads
+    if router is None or not router.enabled:
+        return db
+    return Reads(router, db, principal.id)
+
+
+#: For searches and lists: ``async with reads.connection() as conn`` (db/reads.py).
+ReadsDep = Annotated[Connects, Depends(read_connections)]
 
 
 def scope_of(principal: Principal) -> Scope:

@@ -8,11 +8,11 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from ragkeep.api.deps import DbDep, PrincipalDep, ServicesDep, scope_of
+from ragkeep.api.deps import PrincipalDep, ReadsDep, ServicesDep, scope_of
 from ragkeep.api.schemas import ChunkSearchResult
 from ragkeep.api.services import Services
 from ragkeep.auth.users import Principal
-from ragkeep.db.shared import SharedConnection
+from ragkeep.db.reads import Connects
 from ragkeep.search.chunk_search import search_chunks
 from ragkeep.search.settings import SearchSettings
 
@@ -21,12 +21,13 @@ from ragkeep.search.settings import SearchSettings
 class ChunkSearch:
     services: Services
     principal: Principal
-    db: SharedConnection
+    #: The request's reads: a standby showing the caller's writes, or the primary (db/reads.py).
+    reads: Connects
 
     async def __call__(self, query: str, settings: SearchSettings) -> list[ChunkSearchResult]:
         """Chunks the caller may read, ranked; InvalidSearch or FilterError (422) for bad settings."""
         rows = await search_chunks(
-            self.db.connection,
+            self.reads.connection,
             self.services.embedder,
             query,
             settings,
@@ -39,8 +40,8 @@ class ChunkSearch:
         return [ChunkSearchResult(**r) for r in rows]
 
 
-async def chunk_search(principal: PrincipalDep, services: ServicesDep, db: DbDep) -> ChunkSearch:
-    return ChunkSearch(services, principal, db)
+async def chunk_search(principal: PrincipalDep, services: ServicesDep, reads: ReadsDep) -> ChunkSearch:
+    return ChunkSearch(services, principal, reads)
 
 
 ChunkSearchDep = Annotated[ChunkSearch, Depends(chunk_search)]

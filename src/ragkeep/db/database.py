@@ -15,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from ragkeep.config import DatabaseConfig, Settings
 from ragkeep.db.migrate import ensure_extensions, migrate
 from ragkeep.db.pool import ResilientPool
+from ragkeep.db.reads import ReadRouter, standby
 from ragkeep.db.supervise import Supervisor
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ class Database:
     embedded: object | None = None  # EmbeddedPostgres; typed loosely to keep its import lazy
     warnings: list[str] = field(default_factory=list)
     supervisor: Supervisor | None = None
+    #: Where reads run: the standbys of ``read_urls`` (with read-your-writes), else the pool.
+    reads: ReadRouter | None = None
 
     @property
     def is_embedded(self) -> bool:
@@ -41,6 +44,8 @@ class Database:
             if self.embedded is not None:
                 stack.callback(self.embedded.stop)  # type: ignore[attr-defined]
             stack.push_async_callback(self.pool.close)
+            if self.reads is not None:
+                stack.push_async_callback(self.reads.stop)
             if self.supervisor is not None:
                 stack.push_async_callback(self.supervisor.stop)
 
@@ -114,10 +119,33 @@ async def open_database(settings: Settings, dimension: int, model_name: str) -> 
             embedded.stop()  # type: ignore[attr-defined]
         raise
     db = Database(url=url, pool=pool, embedded=embedded, warnings=notes)
+    db.reads = _read_router(pool, settings.database)
     if embedded is not None and settings.database.supervise_embedded:
         db.supervisor = Supervisor(embedded)  # type: ignore[arg-type]
         db.supervisor.start()
     return db
+
+
+def _read_router(primary: ResilientPool, config: DatabaseConfig) -> ReadRouter:
+    """The router over ``read_urls``' standbys (none: every read on the primary); started by the app."""
+
+    def make_pool(conninfo: str) -> ResilientPool:
+        return ResilientPool(
+            conninfo,
+            min_size=1,
+            max_size=config.pool_max_size,
+            timeout=config.pool_timeout_seconds,
+            configure=_configure,
+            open=False,
+            kwargs=pool_kwargs(conninfo, config),
+        )
+
+    return ReadRouter(
+        primary,
+        [standby(url, make_pool) for url in config.read_urls],
+        max_lag_seconds=config.max_replica_lag_seconds,
+        check_seconds=config.replica_check_seconds,
+    )
 
 
 def connect_sync(url: str) -> psycopg.Connection:

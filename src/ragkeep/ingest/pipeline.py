@@ -29,6 +29,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from ragkeep.config import IngestionConfig, LimitsConfig
+from ragkeep.db.reads import record_write
 from ragkeep.embeddings import EmbeddingProvider
 from ragkeep.errors import LimitExceeded, Unavailable
 from ragkeep.ingest import liveness, store
@@ -127,6 +128,9 @@ class Ingestor:
         self.lease: IngestLease | None = None
         self._in_flight: set[uuid.UUID] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        #: With read replicas (db/reads.py): record the owner's write position when a background
+        #: ingestion ends, so their next read waits for a standby that has its outcome.
+        self.record_writes = False
         self.parsers = ParserPool(
             config.parse_workers,
             config.parse_timeout_seconds,
@@ -269,6 +273,13 @@ class Ingestor:
             pass  # recorded in the document's status
         except psycopg.OperationalError as e:  # recorded if the database came back in time
             log.warning("background ingestion of document %s stopped: database unavailable (%s)", upload.document_id, e)
+            return
+        if self.record_writes:
+            try:
+                async with self.pool.connection() as conn:
+                    await record_write(conn, upload.owner_id)
+            except psycopg.Error as e:  # the outcome is stored; a standby may show it a moment late
+                log.warning("could not record the write position of document %s: %s", upload.document_id, e)
 
     async def drain(self) -> None:
         """Cancel background work at shutdown (each task records its failure), then let the lease go."""

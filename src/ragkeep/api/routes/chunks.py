@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from ragkeep.api.deps import DbDep, Limit, Offset, PrincipalDep, ServicesDep, require_owner, scope_of
+from ragkeep.api.deps import DbDep, Limit, Offset, PrincipalDep, ReadsDep, ServicesDep, require_owner, scope_of
 from ragkeep.api.errors import ApiError
 from ragkeep.api.guard import GuardedRoute
 from ragkeep.api.params import query_filters
@@ -88,7 +88,7 @@ async def search(body: SearchRequest, search_chunks: ChunkSearchDep) -> Results[
 @router.get("", response_model=PaginatedResults[list[ChunkOut]])
 async def list_chunks(
     principal: PrincipalDep,
-    db: DbDep,
+    reads: ReadsDep,
     offset: Offset = 0,
     limit: Limit = 100,
     include_vectors: bool = False,
@@ -97,7 +97,7 @@ async def list_chunks(
 ) -> PaginatedResults[list[ChunkOut]]:
     """Chunks the caller may read, by owner, document and position; ``total_entries`` counts all matches."""
     compiled = query_filters({"filters": filters, "metadata_filter": metadata_filter})
-    async with db.connection() as conn:
+    async with reads.connection() as conn:
         rows, total = await chunk_listing.list_chunks(
             conn, scope_of(principal), compiled, limit=limit, offset=offset, include_vectors=include_vectors
         )

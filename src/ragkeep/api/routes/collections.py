@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ragkeep.api.deps import DbDep, Limit, Offset, PrincipalDep, ServicesDep
+from ragkeep.api.deps import DbDep, Limit, Offset, PrincipalDep, ReadsDep, ServicesDep
 from ragkeep.api.errors import ApiError
 from ragkeep.api.guard import GuardedRoute
 from ragkeep.api.schemas import (
@@ -112,7 +112,7 @@ async def create_collection(
 @router.get(PREFIX, response_model=PaginatedResults[list[CollectionOut]])
 async def list_collections(
     principal: PrincipalDep,
-    db: DbDep,
+    reads: ReadsDep,
     ids: Annotated[list[uuid.UUID] | None, Query()] = None,
     offset: Offset = 0,
     limit: Limit = 100,
@@ -120,7 +120,7 @@ async def list_collections(
 ) -> PaginatedResults[list[CollectionOut]]:
     """The caller's collections (owned or member of); a superuser's list has everyone's."""
     visible_to = None if principal.is_superuser and not owner_only else principal.id
-    async with db.connection() as conn:
+    async with reads.connection() as conn:
         rows, total = await coll.list_collections(
             conn, visible_to=visible_to, owner_only=owner_only, ids=ids, offset=offset, limit=limit
         )
@@ -187,12 +187,13 @@ async def list_collection_documents(
     id: uuid.UUID,
     principal: PrincipalDep,
     db: DbDep,
+    reads: ReadsDep,
     offset: Offset = 0,
     limit: Limit = 100,
 ) -> PaginatedResults[list[DocumentOut]]:
     """The collection's documents, newest first, each with all the collections it is in."""
     await _authorized(db, principal, id, "view")
-    async with db.connection() as conn:
+    async with reads.connection() as conn:
         rows, total = await store.list_documents(
             conn,
             sql.SQL("d.collection_ids @> %(in_collection)s::uuid[]"),

@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from ragkeep.api.deps import DbDep, Limit, Offset, PrincipalDep, ServicesDep, require_owner, scope_of
+from ragkeep.api.deps import DbDep, Limit, Offset, PrincipalDep, ReadsDep, ServicesDep, require_owner, scope_of
 from ragkeep.api.errors import ApiError, status_of
 from ragkeep.api.forms import check_form
 from ragkeep.api.guard import GuardedRoute
@@ -240,7 +240,7 @@ async def _owned_document(
 @router.get("", response_model=PaginatedResults[list[DocumentOut]])
 async def list_documents(
     principal: PrincipalDep,
-    db: DbDep,
+    reads: ReadsDep,
     ids: Annotated[list[uuid.UUID] | None, Query()] = None,
     offset: Offset = 0,
     limit: Limit = 100,
@@ -249,14 +249,14 @@ async def list_documents(
 ) -> PaginatedResults[list[DocumentOut]]:
     scope = Scope(owner_id=principal.id) if owner_only else scope_of(principal)
     scope_sql, scope_params = scope.clause("d")
-    async with db.connection() as conn:
+    async with reads.connection() as conn:
         rows, total = await store.list_documents(conn, scope_sql, scope_params, ids=ids, limit=limit, offset=offset)
     return PaginatedResults(results=[_document_out(r) for r in rows], total_entries=total)
 
 
 @router.post("/search", response_model=Results[list[DocumentOut]])
 async def search_documents(
-    body: SearchRequest, principal: PrincipalDep, db: DbDep, search_chunks: ChunkSearchDep
+    body: SearchRequest, principal: PrincipalDep, reads: ReadsDep, search_chunks: ChunkSearchDep
 ) -> Results[list[DocumentOut]]:
     """Documents ranked by their best chunk: the chunk search, grouped by document.
 
@@ -283,7 +283,7 @@ async def search_documents(
     if not page:
         return Results(results=[])
     scope_sql, scope_params = scope_of(principal).clause("d")
-    async with db.connection() as conn:
+    async with reads.connection() as conn:
         rows, _ = await store.list_documents(conn, scope_sql, scope_params, ids=page, limit=len(page), offset=0)
     by_id = {r["id"]: r for r in rows}
     out = []
@@ -461,6 +461,7 @@ async def list_document_chunks(
     document_id: uuid.UUID,
     principal: PrincipalDep,
     db: DbDep,
+    reads: ReadsDep,
     offset: Offset = 0,
     limit: Limit = 100,
     include_vectors: bool = False,
@@ -469,7 +470,7 @@ async def list_document_chunks(
 ) -> PaginatedResults[list[ChunkOut]]:
     row = await _visible_document(db, principal, document_id)
     compiled = query_filters({"filters": filters, "metadata_filter": metadata_filter})
-    async with db.connection() as conn:
+    async with reads.connection() as conn:
         rows, total = await chunk_listing.list_chunks(
             conn,
             scope_of(principal),
