@@ -552,11 +552,10 @@ class Runner:
         await register_vector_async(self.raw)
         await self.raw.commit()
         if self.config is not None:
-            from ragkeep.search.service import run_search
-
             from ragkeep.search.filters import compile_filters
             from ragkeep.search.queries import Kind
             from ragkeep.search.scope import Scope
+            from ragkeep.search.service import run_search
 
             self.planner = self.raw
             self._run_search = run_search

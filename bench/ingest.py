@@ -49,12 +49,12 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ragkeep.config import EmbeddingConfig  # noqa: E402
-from ragkeep.db.database import start_embedded  # noqa: E402
-from ragkeep.embeddings.minilm import MiniLMProvider  # noqa: E402
-from ragkeep.ingest.chunking import TokenChunker  # noqa: E402
-from ragkeep.ingest.parsers import parse_document  # noqa: E402
-from tests.support import ServerThread, make_settings, register  # noqa: E402
+from ragkeep.config import EmbeddingConfig
+from ragkeep.db.database import start_embedded
+from ragkeep.embeddings.minilm import MiniLMProvider
+from ragkeep.ingest.chunking import TokenChunker
+from ragkeep.ingest.parsers import parse_document
+from tests.support import ServerThread, make_settings, register
 
 
 def python_docstrings(limit: int) -> list[tuple[str, str]]:

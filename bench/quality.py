@@ -33,8 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ragkeep.db.database import start_embedded  # noqa: E402
-from tests.quality.dataset import (  # noqa: E402
+from ragkeep.db.database import start_embedded
+from tests.quality.dataset import (
     PYDOC_TEST_TOPICS,
     Document,
     build_queries,
@@ -42,8 +42,8 @@ from tests.quality.dataset import (  # noqa: E402
     pydoc_documents,
     relevant,
 )
-from tests.quality.evaluate import KINDS, evaluate, ingest  # noqa: E402
-from tests.support import ServerThread, make_settings, register  # noqa: E402
+from tests.quality.evaluate import KINDS, evaluate, ingest
+from tests.support import ServerThread, make_settings, register
 
 PACKAGE = "linux-doc-6.1"
 DOC_ROOT = Path("usr/share/doc") / PACKAGE / "Documentation"

@@ -31,11 +31,14 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ragkeep.db.database import start_embedded  # noqa: E402
-from tests.quality.dataset import PYDOC_TEST_TOPICS, pydoc_documents  # noqa: E402
-from tests.support import ServerThread, make_settings, register  # noqa: E402
+from ragkeep.db.database import start_embedded
+from tests.quality.dataset import PYDOC_TEST_TOPICS, pydoc_documents
+from tests.support import ServerThread, make_settings, register
 
-WORDS = "lock mutex queue timer interrupt memory page cache thread signal file socket buffer module".split()
+WORDS = [
+    "lock", "mutex", "queue", "timer", "interrupt", "memory", "page",
+    "cache", "thread", "signal", "file", "socket", "buffer", "module",
+]
 
 
 def _timed(base_url: str, token: str, plan: list[tuple[str, str]]) -> list[float]:

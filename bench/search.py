@@ -72,10 +72,9 @@ sys.path.insert(0, str(ROOT))
 
 from ragkeep.db.database import connect_sync, prepare_schema, start_embedded  # noqa: E402
 from ragkeep.search.filters import compile_filters  # noqa: E402
-from ragkeep.search.queries import Kind, build_search_sql  # noqa: E402
-from ragkeep.search.scope import Scope  # noqa: E402
-from ragkeep.search.queries import Strategy  # noqa: E402
 from ragkeep.search.planner import Planner  # noqa: E402
+from ragkeep.search.queries import Kind, Strategy, build_search_sql  # noqa: E402
+from ragkeep.search.scope import Scope  # noqa: E402
 from ragkeep.search.service import HybridParams, run_search  # noqa: E402
 from tests.support import ADMIN_EMAIL, ServerThread, make_settings  # noqa: E402
 

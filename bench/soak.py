@@ -61,7 +61,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.ingest import python_docstrings  # noqa: E402
+from bench.ingest import python_docstrings
 
 MAX_MINUTES = 60
 #: Below this slope over the second half the memory counts as level (a plateau).

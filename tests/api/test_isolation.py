@@ -11,7 +11,6 @@ import pytest
 
 from tests.texts import paragraphs
 
-
 KINDS = {
     "semantic": {},
     "full_text": {"use_fulltext_search": True, "use_semantic_search": False},

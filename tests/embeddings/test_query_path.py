@@ -7,10 +7,10 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from pydoc_data.topics import topics
 
 import numpy as np
 import pytest
-from pydoc_data.topics import topics
 
 from ragkeep.config import EmbeddingConfig
 from ragkeep.embeddings import EmbeddingError, create_provider

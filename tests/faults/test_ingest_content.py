@@ -18,7 +18,6 @@ import zipfile
 
 import httpx
 import psutil
-import pytest
 
 from tests import support
 

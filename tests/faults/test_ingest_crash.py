@@ -19,13 +19,14 @@ import httpx
 import psycopg
 import pytest
 
-from tests.support.replicas import replicas
 from tests.support import create_database, drop_database, login
+from tests.support.replicas import replicas
 
-WORDS = (
-    "river mountain ledger protocol harbour quantum lattice meadow copper signal archive lantern "
-    "orbit cedar vessel thunder granite saffron beacon tundra glacier prism falcon ember canyon"
-).split()
+WORDS = [
+    "river", "mountain", "ledger", "protocol", "harbour", "quantum", "lattice", "meadow", "copper",
+    "signal", "archive", "lantern", "orbit", "cedar", "vessel", "thunder", "granite", "saffron",
+    "beacon", "tundra", "glacier", "prism", "falcon", "ember", "canyon",
+]
 
 
 def prose(seed: int, size: int) -> bytes:

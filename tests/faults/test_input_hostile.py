@@ -15,6 +15,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
+from tests.support import ServerThread, TestUser
 from tests.support.hostile import (
     DASHES,
     FULL_TEXT,
@@ -24,7 +25,6 @@ from tests.support.hostile import (
     hostile_requests,
     upload_ready,
 )
-from tests.support import ServerThread, TestUser
 
 
 @pytest.fixture(scope="module")

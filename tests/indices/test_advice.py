@@ -127,4 +127,4 @@ def test_cross_user_traffic_calls_for_a_global_index_off_peak(db: str, settings:
 
 
 def test_off_peak_hour() -> None:
-    assert off_peak_hour({}) == 3 and off_peak_hour({h: 10 for h in range(24)} | {17: 2}) == 17
+    assert off_peak_hour({}) == 3 and off_peak_hour(dict.fromkeys(range(24), 10) | {17: 2}) == 17

@@ -10,11 +10,11 @@ from __future__ import annotations
 import base64
 import re
 from pathlib import Path
+from pydoc_data.topics import topics
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydoc_data.topics import topics
 
 from ragkeep.ingest.chunking import chunk_spans, chunk_text
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from pydoc_data.topics import topics
 from typing import Any
 
 import numpy as np
-from pydoc_data.topics import topics
 
 from ragkeep.embeddings.tokenizer import minilm_tokenizer
 from tests.support import ServerThread

@@ -15,11 +15,11 @@ import io
 import json
 import re
 from pathlib import Path
+from pydoc_data.topics import topics
 
 import docx
 import pytest
 from fpdf import FPDF
-from pydoc_data.topics import topics
 
 from ragkeep.ingest.parsers import (
     SUPPORTED_TYPES,
@@ -533,7 +533,7 @@ def test_empty_file(doc_type: str) -> None:
 
 def test_whitespace_only_text_file() -> None:
     with pytest.raises(DocumentParseError, match="document contains no text"):
-        parse_document(" \n\t\r\n\n".encode(), "blank.txt")
+        parse_document(b" \n\t\r\n\n", "blank.txt")
 
 
 def test_every_type_rejects_the_other_types_with_a_parse_error() -> None:

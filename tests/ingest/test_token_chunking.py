@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+from pydoc_data.topics import topics
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydoc_data.topics import topics
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from ragkeep.config import ConfigError, IngestionConfig

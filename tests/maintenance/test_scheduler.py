@@ -14,8 +14,7 @@ import pytest
 
 from ragkeep.config import MaintenanceConfig, Settings
 from ragkeep.db.database import prepare_schema
-from ragkeep.maintenance import Maintenance, RunOptions, next_tick
-from ragkeep.maintenance import history
+from ragkeep.maintenance import Maintenance, RunOptions, history, next_tick
 from ragkeep.maintenance.history import MAINTENANCE_LOCK_ID
 from tests.maintenance.helpers import delete_chunks, seed_chunks
 

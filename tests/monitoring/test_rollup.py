@@ -21,8 +21,8 @@ from ragkeep.db.database import prepare_schema
 from ragkeep.monitoring import housekeeping, stats
 from ragkeep.monitoring.activity import ActivityRecorder, Caller
 from ragkeep.monitoring.searches import SearchRecorder, latency_bucket
-from tests.support import create_database, drop_database
 from tests.monitoring.conftest import query
+from tests.support import create_database, drop_database
 
 NOW = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
 CONFIG = MetricsConfig(hourly_retention_days=8, daily_retention_days=10)

@@ -57,7 +57,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings as hsettings
+from hypothesis import HealthCheck, event, given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 

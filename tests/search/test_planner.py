@@ -20,8 +20,8 @@ from ragkeep.search.planner import Planner, filtered_owner, pinned_owner
 from ragkeep.search.queries import Kind, Strategy
 from ragkeep.search.scope import Scope
 from ragkeep.search.service import IndexParams, SearchOutcome, run_search
-from tests.support import ServerThread, register
 from tests.search.synthetic import DIM, add_chunks, exact_top, unit
+from tests.support import ServerThread, register
 
 LARGE, SMALL, RARE = 3000, 60, 3
 CONFIG = SearchConfig(exact_threshold=500)
