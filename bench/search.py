@@ -148,7 +148,7 @@ def load(url: str, sizes: list[int], paras: list[str], seed: int = 7) -> list[uu
                 for u in users:
                     copy.write_row((u, f"bench-{u.hex[:12]}@ragkeep.bench", "not-a-password-hash"))
             docs: list[tuple[uuid.UUID, uuid.UUID, int]] = []  # owner, id, chunks
-            for u, size in zip(users, sizes):
+            for u, size in zip(users, sizes, strict=True):
                 left = size
                 while left > 0:
                     n = min(left, int(rng.integers(5, 40)))

@@ -361,7 +361,7 @@ def slope(points: list[tuple[float, float]]) -> float:
     xs, ys = [p[0] / 60 for p in points], [p[1] for p in points]
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
     den = sum((x - mx) ** 2 for x in xs)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den if den else float("nan")
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else float("nan")
 
 
 def print_interval(log: Log, samples: list[Sample], since: float, now: float, with_smaps: bool) -> None:

@@ -122,7 +122,7 @@ def test_a_stuck_row_blocks_only_while_its_replica_lives(server, make_user, sett
         assert holder.execute("SELECT pg_try_advisory_lock(%s, %s)", (LEASE_CLASS, live_key)).fetchone()[0]
         # Both rows put back in flight, as a replica killed while embedding leaves them.
         lease = _has_lease_column(conn)
-        for doc_id, key in zip(ids, (live_key, dead_key)):
+        for doc_id, key in zip(ids, (live_key, dead_key), strict=True):
             if lease:
                 conn.execute(
                     "UPDATE documents SET ingestion_status = 'embedding', ingest_lease = %s WHERE id = %s", (key, doc_id)

@@ -222,7 +222,7 @@ def test_html_lists_line_breaks_and_tables() -> None:
     lines = [" ".join(line.split()) for line in topics["operator-summary"].splitlines() if line.strip()][:12]
     items = "".join(f"<li>{html.escape(line)}</li>" for line in lines[:4])
     verse = "<br>".join(html.escape(line) for line in lines[4:8])
-    pairs = list(zip(lines[8:10], lines[10:12]))
+    pairs = list(zip(lines[8:10], lines[10:12], strict=True))
     cells = "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td></tr>" for a, b in pairs)
     page = f"<ul>{items}</ul><p>{verse}</p><table>{cells}</table>"
     doc = parse_document(page.encode(), "summary.htm")

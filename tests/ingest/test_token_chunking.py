@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from itertools import pairwise
 from pathlib import Path
 from pydoc_data.topics import topics
 
@@ -54,7 +55,7 @@ def check(chunker: TokenChunker, text: str) -> list[tuple[int, int]]:
         assert ids == alone, f"ids differ for {piece[:80]!r}"
         n = len(alone)
         assert n <= chunker.chunk_size, f"{n} tokens > {chunker.chunk_size}: {piece[:80]!r}"
-    for (a, b), (c, d) in zip(spans, spans[1:]):
+    for (a, b), (c, d) in pairwise(spans):
         assert a < c and b <= d, "chunks make progress"
     # Every word is inside some chunk (a word longer than a chunk may be spread over several).
     covered = 0
@@ -93,7 +94,7 @@ def test_overlap_is_at_most_the_setting_in_tokens() -> None:
     text = LICENCES[0] if LICENCES else topics["assignment"]
     spans = check(chunker, text)
     overlapping = 0
-    for (a, b), (c, _) in zip(spans, spans[1:]):
+    for (_, b), (c, _) in pairwise(spans):
         if c < b:
             overlapping += 1
             assert len(TOKENIZER.encode(text[c:b], add_special_tokens=False).ids) <= 24

@@ -292,7 +292,7 @@ def jeq(a: Any, b: Any) -> bool:
     if jtype(a) != jtype(b):
         return False
     if isinstance(a, list):
-        return len(a) == len(b) and all(jeq(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(jeq(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(jeq(a[k], b[k]) for k in a)
     return bool(a == b)
@@ -447,11 +447,11 @@ class Built:
         self.ids |= {f"user#{i}": str(u) for i, u in enumerate(self.users)}
         self.ids |= {f"coll#{i}": str(c) for i, c in enumerate(self.collections)}
         self.ids |= {f"doc#{i}": str(d) for i, d in enumerate(self.docs)}
-        self.ids |= {c.name: str(k) for c, k in zip(chunks, self.chunk_ids)}
+        self.ids |= {c.name: str(k) for c, k in zip(chunks, self.chunk_ids, strict=True)}
         self.names = {v: k for k, v in self.ids.items()}
         self.rows = [
             Row(str(k), str(self.docs[c.doc]), str(self.users[c.owner]), {str(self.collections[i]) for i in c.collections}, c.metadata)
-            for c, k in zip(chunks, self.chunk_ids)
+            for c, k in zip(chunks, self.chunk_ids, strict=True)
         ]
         vectors = rng.standard_normal((len(chunks), DIM)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -463,18 +463,18 @@ class Built:
                 )
                 cur.executemany(
                     "INSERT INTO collections (id, owner_id, name) VALUES (%s, %s, %s)",
-                    [(c, self.users[o], f"c{i}") for i, (c, (o, _)) in enumerate(zip(self.collections, world.collections))],
+                    [(c, self.users[o], f"c{i}") for i, (c, (o, _)) in enumerate(zip(self.collections, world.collections, strict=True))],
                 )
                 cur.executemany(
                     "INSERT INTO collection_users (collection_id, user_id) VALUES (%s, %s)",
-                    [(c, self.users[m]) for c, (_, members) in zip(self.collections, world.collections) for m in sorted(members)],
+                    [(c, self.users[m]) for c, (_, members) in zip(self.collections, world.collections, strict=True) for m in sorted(members)],
                 )
                 with cur.copy(
                     "COPY documents (owner_id, id, collection_ids, document_type, title, metadata, content_hash, "
                     "ingestion_status, chunk_count) FROM STDIN (FORMAT BINARY)"
                 ) as copy:
                     copy.set_types(["uuid", "uuid", "uuid[]", "text", "text", "jsonb", "text", "text", "int4"])
-                    for d, (owner, colls, meta, extras) in zip(self.docs, world.docs):
+                    for d, (owner, colls, meta, extras) in zip(self.docs, world.docs, strict=True):
                         copy.write_row((self.users[owner], d, [self.collections[i] for i in colls], "txt", None,
                                         Jsonb(meta), d.hex, "success", len(extras)))
                 with cur.copy(
@@ -482,7 +482,7 @@ class Built:
                     "FROM STDIN (FORMAT BINARY)"
                 ) as copy:
                     copy.set_types(["uuid", "uuid", "uuid", "uuid[]", "int4", "text", "jsonb", "vector"])
-                    for n, (c, k) in enumerate(zip(chunks, self.chunk_ids)):
+                    for n, (c, k) in enumerate(zip(chunks, self.chunk_ids, strict=True)):
                         order = int(c.name.rsplit(".", 1)[1])
                         copy.write_row((self.users[c.owner], k, self.docs[c.doc], [self.collections[i] for i in c.collections],
                                         order, f"{WORD} number {n} of the isolation world", Jsonb(c.metadata), vectors[n]))
