@@ -719,8 +719,8 @@ async def measure(runner: Runner, strategies: list[str], cases: list[Case], repe
     start = time.perf_counter()
     done = 0
     order = random.Random(len(cases) * 1_000 + repeats)  # the same orders in every run
-    for r in range(repeats):
-        for i, case in enumerate(cases):
+    for _ in range(repeats):
+        for case in cases:
             for s in order.sample(strategies, len(strategies)):
                 cells[s].add(await runner.run(s, case), case)
             done += 1
@@ -918,7 +918,7 @@ async def measure_all(url: str, ds: Dataset, gen: Generator, args: argparse.Name
     print(f"crossover: iterative HNSW is faster than exact above {fast_s}; faster with recall >= 0.97 and no "
           f"short results above {good_s}")
     if args.exact_threshold == "auto":
-        threshold = int(round(good or fast or sizes[0] + 1))
+        threshold = round(good or fast or sizes[0] + 1)
         print(f"--exact-threshold auto: {threshold:,}")
     else:
         threshold = int(args.exact_threshold)
@@ -1013,7 +1013,7 @@ def report(results: list[tuple[str, str, dict[str, Cell]]], threshold: int, ds: 
           "rows than min(10, rows in scope)")
     print("| class | strategy | n | median ms | p95 ms | recall@10 | short |")
     print("|---|---|---:|---:|---:|---:|---:|")
-    for name, who, cells in results:
+    for name, _, cells in results:
         for s, cell in cells.items():
             print(f"| {name} | {STRATEGIES[s]} | {cell.runs} | {fmt_ms(cell.median)} | {fmt_ms(cell.p95)} | "
                   f"{cell.recall:.3f} | {cell.short_share:.0%} |")

@@ -86,8 +86,10 @@ def corpus(n: int, max_chars: int) -> list[tuple[str, str]]:
     import pydoc_data.topics
 
     docs = [(f"topic-{k}.txt", v) for k, v in sorted(pydoc_data.topics.topics.items())]
-    for path in sorted(glob.glob("/usr/share/doc/*/copyright")):
-        docs.append((f"{Path(path).parent.name}-copyright.txt", Path(path).read_text(encoding="utf-8", errors="replace")))
+    docs.extend(
+        (f"{Path(path).parent.name}-copyright.txt", Path(path).read_text(encoding="utf-8", errors="replace"))
+        for path in sorted(glob.glob("/usr/share/doc/*/copyright"))
+    )
     docs += python_docstrings(2 * n)
     # Identical licences are shipped by many packages: keep one of each, as the server would.
     seen, unique = set(), []

@@ -551,7 +551,7 @@ def profile_server(server: ServerThread, call: Callable[[], Any], n: int) -> str
     buf = io.StringIO()
     pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(15)
     top = [ln for ln in buf.getvalue().splitlines() if ln.strip()][-16:]
-    return "\n".join(lines + ["top functions by own time (all requests):"] + top)
+    return "\n".join([*lines, "top functions by own time (all requests):", *top])
 
 
 # -- main ---------------------------------------------------------------------------------------

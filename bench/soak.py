@@ -119,8 +119,10 @@ def corpus(limit: int = 600) -> list[tuple[str, str]]:
     import pydoc_data.topics
 
     docs = [("pydoc", text) for _, text in sorted(pydoc_data.topics.topics.items())]
-    for path in sorted(glob.glob("/usr/share/doc/*/copyright"))[:200]:
-        docs.append(("copyright", Path(path).read_text(encoding="utf-8", errors="replace")))
+    docs.extend(
+        ("copyright", Path(path).read_text(encoding="utf-8", errors="replace"))
+        for path in sorted(glob.glob("/usr/share/doc/*/copyright"))[:200]
+    )
     docs += [("docstrings", text) for _, text in python_docstrings(limit)]
     return [(s, t) for s, t in docs if len(t) > 400]
 

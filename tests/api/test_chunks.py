@@ -195,7 +195,7 @@ def test_chunks_search_is_retrieval_search(owner_member_stranger, settings_) -> 
 
 def test_r2r_client_manages_chunks(base_url, owner_member_stranger) -> None:
     r2r = pytest.importorskip("r2r")
-    owner, member, stranger, shared, private = owner_member_stranger
+    owner, _member, _stranger, shared, _private = owner_member_stranger
     client = r2r.R2RClient(base_url)
     client.users.login(owner.email, owner.password)
     listed = client.chunks.list(metadata_filter={"k": "shared"}, limit=10)

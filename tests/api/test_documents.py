@@ -158,7 +158,7 @@ def test_failure_midway_leaves_no_chunks_and_a_failed_status(make_user, settings
         n = conn.execute("SELECT count(*) FROM chunks WHERE document_id = %s", (doc_id,)).fetchone()[0]
     assert n == 0
     # A failed attempt does not block uploading the same content again.
-    r = upload(user.client, chunks=chunks[:2] + [paragraphs("lambda", 1)])
+    r = upload(user.client, chunks=[*chunks[:2], paragraphs("lambda", 1)])
     assert r.status_code == 201
     assert len(chunk_texts(user.client, r.json()["results"]["document_id"])) == 3
 

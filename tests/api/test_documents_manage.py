@@ -320,7 +320,7 @@ def test_r2r_client_manages_documents(base_url, make_user) -> None:
     assert client.documents.list(owner_only=True).total_entries == 2
     assert client.documents.list_collections(id=doc).total_entries == 0
     found = client.documents.search(query="repeated execution while a condition is true", search_settings={"limit": 5})
-    assert [str(d.id) for d in found.results][0] == doc and found.results[0].metadata["search_score"] > 0
+    assert str(found.results[0].id) == doc and found.results[0].metadata["search_score"] > 0
     assert client.documents.delete_by_filter(filters={"tag": tag, "n": {"$eq": 1}}).results.success is True
     assert [str(d.id) for d in client.documents.list().results] == [kept]
     with pytest.raises(r2r.R2RException) as err:

@@ -72,7 +72,7 @@ def test_other_users_chunks_never_appear(two_tenants, kind: str) -> None:
 
 
 def test_owner_sees_own_documents_with_the_same_filters(two_tenants) -> None:
-    a, b, a_docs, _ = two_tenants
+    a, _b, a_docs, _ = two_tenants
     hits = search(a.client, "the with statement", {"document_id": {"$in": a_docs}}).json()["results"]["chunk_search_results"]
     assert {h["document_id"] for h in hits} == set(a_docs)
 
@@ -108,6 +108,6 @@ def test_collection_members_read_shared_documents_only(two_tenants, settings) ->
 
 
 def test_superuser_sees_everyone(two_tenants, admin: httpx.Client) -> None:
-    a, b, a_docs, b_doc = two_tenants
-    hits = search(admin, "statements", {"document_id": {"$in": a_docs + [b_doc]}}).json()["results"]["chunk_search_results"]
+    _a, _b, a_docs, b_doc = two_tenants
+    hits = search(admin, "statements", {"document_id": {"$in": [*a_docs, b_doc]}}).json()["results"]["chunk_search_results"]
     assert {h["document_id"] for h in hits} == set(a_docs) | {b_doc}

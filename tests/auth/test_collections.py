@@ -199,7 +199,7 @@ def test_collection_filter_returns_that_collection_only(shared) -> None:
     secret = create(alice.client)
     assert alice.client.post(f"/v3/collections/{secret['id']}/documents/{shared['private_doc']}").status_code == 200
     for who in (bob, eve):
-        for f in collection_filters(secret["id"]) + [{"collection_ids": {"$overlap": [secret["id"], cid]}}]:
+        for f in [*collection_filters(secret["id"]), {"collection_ids": {"$overlap": [secret["id"], cid]}}]:
             assert shared["private_doc"] not in {h["document_id"] for h in hits(who.client, "generator yield", f)}, f
     assert {h["document_id"] for h in hits(alice.client, "yield", {"collection_id": secret["id"]})} == {shared["private_doc"]}
 

@@ -160,7 +160,8 @@ def test_nul_in_login_and_registration(base_url: str) -> None:
     r = httpx.post(f"{base_url}/v3/users/login", data={"username": "a@ragkeep.test", "password": "x\x00" * 6})
     assert r.status_code == 422, r.text
     for email in ("a\x00b@ragkeep.test", "a\ud800b@ragkeep.test"):
-        body = '{"email": "%s", "password": "long-enough-password"}' % email.encode("ascii", "backslashreplace").decode().replace("\\x00", "\\u0000")
+        escaped = email.encode("ascii", "backslashreplace").decode().replace("\\x00", "\\u0000")
+        body = f'{{"email": "{escaped}", "password": "long-enough-password"}}'
         r = httpx.post(f"{base_url}/v3/users", content=body, headers={"Content-Type": "application/json"})
         assert r.status_code == 422, (email, r.text)
 

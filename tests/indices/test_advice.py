@@ -37,7 +37,7 @@ def make_users(url: str, sizes: list[int]) -> list[uuid.UUID]:
     centres = rng.standard_normal((4, DIM))
     ids = []
     with psycopg.connect(url, autocommit=True) as conn:
-        for n in sizes:
+        for _ in sizes:
             uid = conn.execute("INSERT INTO users (email, hashed_password) VALUES (%s, 'x') RETURNING id",
                                (f"{uuid.uuid4().hex[:8]}@advice.test",)).fetchone()[0]
             ids.append(uid)
@@ -105,14 +105,19 @@ def test_a_few_large_tenants_get_partial_indexes_named_with_memory_and_time(db: 
 def test_cross_user_traffic_calls_for_a_global_index_off_peak(db: str, settings: Settings) -> None:
     users = make_users(db, [600, 700, 400])
     now = datetime.now(UTC)
-    base = dict(kind="semantic", strategy="exact", db_ms=5.0, total_ms=9.0)
+    base = {"kind": "semantic", "strategy": "exact", "db_ms": 5.0, "total_ms": 9.0}
     searches = []
     for h in range(24):  # traffic every hour but 05:00 UTC (of the previous day: inside the window)
         at = (now - timedelta(days=1)).replace(hour=h, minute=10)
-        for _ in range(1 if h == 5 else 4):
-            searches.append({**base, "user_id": users[0], "scope_size": 600, "cross_user": False, "at": at})
-    for _ in range(10):  # a superuser searching everything: 10 of 103 searches
-        searches.append({**base, "user_id": users[1], "scope_size": 1700, "cross_user": True, "at": now, "total_ms": 30.0})
+        searches += [
+            {**base, "user_id": users[0], "scope_size": 600, "cross_user": False, "at": at}
+            for _ in range(1 if h == 5 else 4)
+        ]
+    # A superuser searching everything: 10 of 103 searches.
+    searches += [
+        {**base, "user_id": users[1], "scope_size": 1700, "cross_user": True, "at": now, "total_ms": 30.0}
+        for _ in range(10)
+    ]
     record(db, searches)
     advice = run_advice(db, tuned(settings))
     rec = advice["recommendation"]

@@ -176,7 +176,7 @@ def test_only_words_longer_than_a_chunk_are_split() -> None:
     token = base64.b64encode(PROSE[:3000].encode()).decode()  # ~4000 characters, no spaces
     fitting = [token[:800], token[:790], token[:750], token[:701]]
     words = topics["assert"].split()
-    parts = words[:60] + [fitting[0]] + words[60:90] + [token] + words[90:150] + fitting[1:] + words[150:]
+    parts = [*words[:60], fitting[0], *words[60:90], token, *words[90:150], *fitting[1:], *words[150:]]
     text = " ".join(parts)
     spans = check(text, 800, 100)
     chunks = [text[a:b] for a, b in spans]

@@ -58,7 +58,7 @@ def test_ready_made_chunks_beyond_the_window_are_refused(server: ServerThread, m
     short = topics["pass"][:300]
     r = user.client.post("/v3/documents", data={"chunks": json.dumps([short, long_chunk])})
     assert r.status_code == 422, r.text
-    message = r.json()["detail"] if "detail" in r.json() else r.text
+    message = r.json().get("detail", r.text)
     assert "chunks[1]" in str(message) and "256" in str(message)
     # Nothing was stored.
     listed = user.client.get("/v3/documents").json()["results"]

@@ -396,7 +396,7 @@ def test_pdf_without_text_may_be_scanned() -> None:
     pdf.add_page()
     pdf.rect(20, 20, 170, 250)
     pdf.line(20, 20, 190, 270)
-    with pytest.raises(DocumentParseError, match="no extractable text.*scanned"):
+    with pytest.raises(DocumentParseError, match=r"no extractable text.*scanned"):
         parse_document(bytes(pdf.output()), "scan.pdf")
 
 

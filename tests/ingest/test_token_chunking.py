@@ -30,7 +30,7 @@ LICENCES = [
     for p in sorted(Path("/usr/share/common-licenses").glob("*"))
     if p.is_file() and not p.is_symlink()
 ]
-LONG_TEXTS = LICENCES + ["\n\n".join(v for _, v in sorted(topics.items()))]
+LONG_TEXTS = [*LICENCES, "\n\n".join(v for _, v in sorted(topics.items()))]
 WORD = re.compile(r"\S+")
 
 
@@ -153,7 +153,7 @@ def test_chunk_size_defaults_to_the_window_and_may_not_exceed_it() -> None:
     assert IngestionConfig().chunk_tokens(128) == 128
     assert IngestionConfig().chunk_tokens(8191) == 256
     assert IngestionConfig(chunk_size=200).chunk_tokens(256) == 200
-    with pytest.raises(ConfigError, match="ingestion.chunk_size .300 tokens. is larger than .* 256"):
+    with pytest.raises(ConfigError, match=r"ingestion.chunk_size .300 tokens. is larger than .* 256"):
         IngestionConfig(chunk_size=300).chunk_tokens(256)
 
 

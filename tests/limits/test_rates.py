@@ -218,7 +218,7 @@ def test_old_windows_are_deleted(make_user, db: psycopg.Connection, settings) ->
         ("month", "", timedelta(days=70)): True,
         ("month", "", timedelta(0)): False,
     }
-    for (period, route, age), _ in rows.items():
+    for period, route, age in rows:
         trunc = "minute" if period == "minute" else "month"
         db.execute(
             f"""INSERT INTO rate_counters (user_id, period, route, window_start, count)

@@ -115,8 +115,10 @@ def test_roll_up_moves_old_hours_into_days_and_keeps_every_figure(url: str) -> N
     assert sum(hist) == 3 and hist[latency_bucket(3.0)] == 1 and hist[latency_bucket(40.0)] == 1
     assert hist[latency_bucket(700.0)] == 1
     assert days[(11, A)][0] == 1 and days[(10, B)][0] == 1
-    users = dict(((r[0].day, r[1]), (r[2], r[3], r[4])) for r in query(
-        url, "SELECT day, user_id, requests, errors, active_hours FROM user_activity_daily"))
+    users = {
+        (r[0].day, r[1]): (r[2], r[3], r[4])
+        for r in query(url, "SELECT day, user_id, requests, errors, active_hours FROM user_activity_daily")
+    }
     assert users[(10, A)] == (4, 1, 2)  # hours 03 (3 requests, one 404) and 15
     assert query(url, "SELECT count(*) FROM request_activity WHERE hour < %s", (CUTOFF,)) == [(0,)]
 

@@ -455,37 +455,36 @@ class Built:
         ]
         vectors = rng.standard_normal((len(chunks), DIM)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        with conn.transaction():
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO users (id, email, hashed_password) VALUES (%s, %s, 'not-a-hash')",
-                    [(u, f"iso-{u.hex[:12]}@ragkeep.test") for u in self.users],
-                )
-                cur.executemany(
-                    "INSERT INTO collections (id, owner_id, name) VALUES (%s, %s, %s)",
-                    [(c, self.users[o], f"c{i}") for i, (c, (o, _)) in enumerate(zip(self.collections, world.collections, strict=True))],
-                )
-                cur.executemany(
-                    "INSERT INTO collection_users (collection_id, user_id) VALUES (%s, %s)",
-                    [(c, self.users[m]) for c, (_, members) in zip(self.collections, world.collections, strict=True) for m in sorted(members)],
-                )
-                with cur.copy(
-                    "COPY documents (owner_id, id, collection_ids, document_type, title, metadata, content_hash, "
-                    "ingestion_status, chunk_count) FROM STDIN (FORMAT BINARY)"
-                ) as copy:
-                    copy.set_types(["uuid", "uuid", "uuid[]", "text", "text", "jsonb", "text", "text", "int4"])
-                    for d, (owner, colls, meta, extras) in zip(self.docs, world.docs, strict=True):
-                        copy.write_row((self.users[owner], d, [self.collections[i] for i in colls], "txt", None,
-                                        Jsonb(meta), d.hex, "success", len(extras)))
-                with cur.copy(
-                    "COPY chunks (owner_id, id, document_id, collection_ids, chunk_order, text, metadata, embedding) "
-                    "FROM STDIN (FORMAT BINARY)"
-                ) as copy:
-                    copy.set_types(["uuid", "uuid", "uuid", "uuid[]", "int4", "text", "jsonb", "vector"])
-                    for n, (c, k) in enumerate(zip(chunks, self.chunk_ids, strict=True)):
-                        order = int(c.name.rsplit(".", 1)[1])
-                        copy.write_row((self.users[c.owner], k, self.docs[c.doc], [self.collections[i] for i in c.collections],
-                                        order, f"{WORD} number {n} of the isolation world", Jsonb(c.metadata), vectors[n]))
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO users (id, email, hashed_password) VALUES (%s, %s, 'not-a-hash')",
+                [(u, f"iso-{u.hex[:12]}@ragkeep.test") for u in self.users],
+            )
+            cur.executemany(
+                "INSERT INTO collections (id, owner_id, name) VALUES (%s, %s, %s)",
+                [(c, self.users[o], f"c{i}") for i, (c, (o, _)) in enumerate(zip(self.collections, world.collections, strict=True))],
+            )
+            cur.executemany(
+                "INSERT INTO collection_users (collection_id, user_id) VALUES (%s, %s)",
+                [(c, self.users[m]) for c, (_, members) in zip(self.collections, world.collections, strict=True) for m in sorted(members)],
+            )
+            with cur.copy(
+                "COPY documents (owner_id, id, collection_ids, document_type, title, metadata, content_hash, "
+                "ingestion_status, chunk_count) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(["uuid", "uuid", "uuid[]", "text", "text", "jsonb", "text", "text", "int4"])
+                for d, (owner, colls, meta, extras) in zip(self.docs, world.docs, strict=True):
+                    copy.write_row((self.users[owner], d, [self.collections[i] for i in colls], "txt", None,
+                                    Jsonb(meta), d.hex, "success", len(extras)))
+            with cur.copy(
+                "COPY chunks (owner_id, id, document_id, collection_ids, chunk_order, text, metadata, embedding) "
+                "FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(["uuid", "uuid", "uuid", "uuid[]", "int4", "text", "jsonb", "vector"])
+                for n, (c, k) in enumerate(zip(chunks, self.chunk_ids, strict=True)):
+                    order = int(c.name.rsplit(".", 1)[1])
+                    copy.write_row((self.users[c.owner], k, self.docs[c.doc], [self.collections[i] for i in c.collections],
+                                    order, f"{WORD} number {n} of the isolation world", Jsonb(c.metadata), vectors[n]))
 
     def drop(self, conn) -> None:  # type: ignore[no-untyped-def]
         # Deleting the users cascades to their collections, memberships, documents and chunks.
@@ -595,7 +594,7 @@ def _share(subset: set[str], of: set[str]) -> str:
 
 
 def _search_raw(http: httpx.Client, token: str, filters_json: str) -> httpx.Response:
-    body = '{"query": "%s", "search_settings": {"limit": 100, "filters": %s}}' % (WORD, filters_json)
+    body = f'{{"query": "{WORD}", "search_settings": {{"limit": 100, "filters": {filters_json}}}}}'
     return http.post("/v3/retrieval/search", content=body.encode(),
                      headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
 
@@ -617,7 +616,7 @@ def test_nan_in_a_range_comparison_is_a_422(server, db, http) -> None:
     try:
         token = server.services.tokens.issue(built.users[0], "access")
         for op in ("$lt", "$lte", "$gt", "$gte"):
-            r = _search_raw(http, token, '{"year": {"%s": NaN}}' % op)  # Python's json reads NaN
+            r = _search_raw(http, token, f'{{"year": {{"{op}": NaN}}}}')  # Python's json reads NaN
             assert r.status_code == 422, (op, r.status_code, r.text[:300])
     finally:
         built.drop(db)
