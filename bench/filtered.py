@@ -388,8 +388,10 @@ def promote(url: str, users: list[User], above: int, progress: Progress) -> dict
             where = sql.SQL(" WHERE owner_id = {}::uuid").format(sql.Literal(str(u.id)))
             build_index(url, conn, sql.Identifier(name), where, u.size, progress,
                         f"partial HNSW for user #{u.rank} ({u.size:,} chunks)")
-            conn.execute("INSERT INTO tenant_indexes (index_name, owner_id, measure) VALUES (%s, %s, 'cosine_distance')",
-                         (name, u.id))
+            conn.execute(
+                "INSERT INTO tenant_indexes (index_name, owner_id, measure) VALUES (%s, %s, 'cosine_distance')",
+                (name, u.id),
+            )
             have[u.id] = name
     return {u: have[u.id] for u in sorted(wanted.values(), key=lambda u: -u.size)}
 
@@ -399,7 +401,8 @@ def prewarm(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         rels = [r[0] for r in conn.execute(
             """SELECT c.oid::regclass::text FROM pg_class c
-               WHERE c.oid = 'chunks'::regclass OR c.oid = (SELECT reltoastrelid FROM pg_class WHERE oid = 'chunks'::regclass)
+               WHERE c.oid = 'chunks'::regclass
+                  OR c.oid = (SELECT reltoastrelid FROM pg_class WHERE oid = 'chunks'::regclass)
                   OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = 'chunks'::regclass)""")]
         pages = sum(conn.execute("SELECT pg_prewarm(%s::regclass)", (r,)).fetchone()[0] for r in rels)  # type: ignore[index]
         size = conn.execute("SELECT pg_size_pretty(pg_total_relation_size('chunks'))").fetchone()[0]  # type: ignore[index]
@@ -513,7 +516,8 @@ SETTINGS = {
     "b": ("SELECT set_config('enable_sort', 'off', true), set_config('hnsw.ef_search', %(ef)s, true), "
           "set_config('hnsw.iterative_scan', 'off', true)"),
     "c": ("SELECT set_config('enable_sort', 'off', true), set_config('hnsw.ef_search', %(ef)s, true), "
-          "set_config('hnsw.iterative_scan', 'relaxed_order', true), set_config('hnsw.max_scan_tuples', %(mst)s, true)"),
+          "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+          "set_config('hnsw.max_scan_tuples', %(mst)s, true)"),
 }
 SQL_OF = {"a": sql_exact, "b": sql_hnsw, "c": sql_iterative}
 
@@ -953,7 +957,8 @@ async def measure_all(url: str, ds: Dataset, gen: Generator, args: argparse.Name
         for k, (name, picks) in enumerate(classes.items()):
             who = ", ".join(f"#{u.rank} ({u.size:,})" for u in picks)
             groups.append((name, f"users {who}", make_cases(gen, users, picks, args.queries, stream=k + 1)))
-        groups.append(("unfiltered", f"superuser, {ds.chunks:,} vectors", make_cases(gen, users, None, args.queries, 9)))
+        everyone = make_cases(gen, users, None, args.queries, 9)
+        groups.append(("unfiltered", f"superuser, {ds.chunks:,} vectors", everyone))
         print(f"\nComparison: {args.queries} queries per class x {args.repeats} rounds, strategies interleaved")
         t_cmp = time.perf_counter()
         for name, who, cases in groups:
@@ -967,7 +972,8 @@ async def measure_all(url: str, ds: Dataset, gen: Generator, args: argparse.Name
     finally:
         await runner.close()
 
-    print("\nPlans (EXPLAIN of the first query of each class; GLOBAL-HNSW = " + gname + ", PARTIAL-HNSW = a tenant index):")
+    print("\nPlans (EXPLAIN of the first query of each class; GLOBAL-HNSW = " + gname
+          + ", PARTIAL-HNSW = a tenant index):")
     for e in explains:
         print(e)
     report(results, threshold, ds, config is not None)

@@ -84,7 +84,8 @@ def run(server: ServerThread, repeats: int) -> None:
         user.client.post("/v3/documents", data={"raw_text": doc.text}).raise_for_status()
     token = user.client.headers["Authorization"].split()[1]
     embedder = server.services.embedder
-    print(f"load average {os.getloadavg()[0]:.1f}; batch_size {embedder.batch_size}; query cache {embedder.query_cache_size}")
+    print(f"load average {os.getloadavg()[0]:.1f}; batch_size {embedder.batch_size}; "
+          f"query cache {embedder.query_cache_size}")
 
     def query(i: int, tag: str) -> str:
         return f"{WORDS[i % len(WORDS)]} {WORDS[(i * 7 + 3) % len(WORDS)]} {tag} {i}"

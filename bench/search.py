@@ -668,7 +668,8 @@ def report(results: list, fixed: dict[str, Series]) -> None:  # type: ignore[typ
         worst = max(worst, ratio)
         model = f"{s['API+model'].median:6.2f} / {s['API+model'].p95:6.2f}" if "API+model" in s else "-"
         print(f"| {who:<34} | {kind.value:<9} | {len(s['SQL'].times):>4} | {hits:>4.1f} | "
-              f"{s['SQL'].median:6.2f} / {s['SQL'].p95:6.2f} | {s['run_search'].median:6.2f} / {s['run_search'].p95:6.2f} | "
+              f"{s['SQL'].median:6.2f} / {s['SQL'].p95:6.2f} | "
+              f"{s['run_search'].median:6.2f} / {s['run_search'].p95:6.2f} | "
               f"{s['API'].median:6.2f} / {s['API'].p95:6.2f} | {ratio:7.2f} | {model:>15} |")
     print()
     print("Fixed costs, milliseconds (median / p95):")
