@@ -292,7 +292,10 @@ def test_a_forbidden_arrow_fails(tree: Path) -> None:
 
 
 def test_a_type_checking_import_is_an_arrow(tree: Path) -> None:
-    _append(tree / "db" / "pool.py", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ragkeep.search.planner import Planner")
+    _append(
+        tree / "db" / "pool.py",
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ragkeep.search.planner import Planner",
+    )
     assert violations(tree, DOC.read_text(encoding="utf-8")) == [
         "db -> search is not allowed: ragkeep.db.pool imports ragkeep.search.planner",
         "package cycle: db <-> search",

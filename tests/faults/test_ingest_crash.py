@@ -125,7 +125,8 @@ def test_a_stuck_row_blocks_only_while_its_replica_lives(server, make_user, sett
         for doc_id, key in zip(ids, (live_key, dead_key), strict=True):
             if lease:
                 conn.execute(
-                    "UPDATE documents SET ingestion_status = 'embedding', ingest_lease = %s WHERE id = %s", (key, doc_id)
+                    "UPDATE documents SET ingestion_status = 'embedding', ingest_lease = %s WHERE id = %s",
+                    (key, doc_id),
                 )
             else:  # the code before leases: a fresh row in flight
                 conn.execute("UPDATE documents SET ingestion_status = 'embedding' WHERE id = %s", (doc_id,))

@@ -96,7 +96,9 @@ def test_a_few_large_tenants_get_partial_indexes_named_with_memory_and_time(db: 
     assert all(u not in {b["user_id"] for b in rec["builds"]} for u in small)
     # Once one of them has its own index, only the other is proposed.
     with psycopg.connect(db, autocommit=True) as conn:
-        conn.execute(f"CREATE INDEX ix_adv ON chunks USING hnsw (embedding vector_cosine_ops) WHERE owner_id = '{bigger}'")
+        conn.execute(
+            f"CREATE INDEX ix_adv ON chunks USING hnsw (embedding vector_cosine_ops) WHERE owner_id = '{bigger}'"
+        )
         conn.execute("INSERT INTO tenant_indexes VALUES ('ix_adv', %s, 'cosine_distance')", (bigger,))
     rec = run_advice(db, tuned(settings))["recommendation"]
     assert [b["user_id"] for b in rec["builds"]] == [big]
@@ -127,7 +129,8 @@ def test_cross_user_traffic_calls_for_a_global_index_off_peak(db: str, settings:
     t = advice["traffic"]
     assert t["searches"] == 103 and abs(t["cross_user_share"] - 10 / 103) < 1e-9
     by_scope = {tuple(r["scope_vectors"]): r for r in t["by_scope_size"]}
-    assert by_scope[(512, 1023)]["searches"] == 93 and by_scope[(1024, 2047)]["p95_ms"] == 30  # the slowest seen, tighter than the 50 ms bucket
+    # p95 30 ms: the slowest seen, tighter than the 50 ms bucket.
+    assert by_scope[(512, 1023)]["searches"] == 93 and by_scope[(1024, 2047)]["p95_ms"] == 30
     assert t["searches_by_hour_utc"][5] == 1
 
 

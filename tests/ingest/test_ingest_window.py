@@ -17,7 +17,9 @@ from tests.support import ServerThread
 TOKENIZER = minilm_tokenizer()
 GPL = Path("/usr/share/common-licenses/GPL-3")
 LONG_DOCUMENTS = {
-    "reference.txt": "\n\n".join(topics[k] for k in ("assignment", "compound", "exprlists", "formatstrings", "typesseq")),
+    "reference.txt": "\n\n".join(
+        topics[k] for k in ("assignment", "compound", "exprlists", "formatstrings", "typesseq")
+    ),
     "licence.txt": GPL.read_text(encoding="utf-8") if GPL.is_file() else topics["datamodel"],
 }
 

@@ -163,7 +163,9 @@ ODD = ["\u2028", "\x1c", "\x85", "\u00a0", "\u3000", "\u200b", "é", "ﬁ", "\t"
 
 @settings(max_examples=150, deadline=None)
 @given(
-    parts=st.lists(st.one_of(st.sampled_from(VOCABULARY), st.sampled_from([" ", " ", "\n"]), st.sampled_from(ODD)), max_size=300),
+    parts=st.lists(
+        st.one_of(st.sampled_from(VOCABULARY), st.sampled_from([" ", " ", "\n"]), st.sampled_from(ODD)), max_size=300
+    ),
     chunk_size=st.integers(8, 64),
     overlap_fraction=st.floats(0, 0.9),
 )

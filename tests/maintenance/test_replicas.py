@@ -114,7 +114,8 @@ def test_three_replicas_run_each_tick_once_and_never_overlap(replicas: tuple[str
         for m in re.finditer(r"maintenance tick (\S+): (claimed as run|already claimed)", r.log.read_text()):
             attempts.setdefault(m.group(1), Counter())[m.group(2)] += 1
     for t in ticks:
-        assert attempts.get(t.isoformat()) == Counter({"claimed as run": 1, "already claimed": 2}), (t, attempts.get(t.isoformat()))
+        seen = attempts.get(t.isoformat())
+        assert seen == Counter({"claimed as run": 1, "already claimed": 2}), (t, seen)
     claimed = sum(s["maintenance"]["ticks_claimed_here"] for s in statuses)
     elsewhere = sum(s["maintenance"]["ticks_claimed_elsewhere"] for s in statuses)
     assert all(s["maintenance"]["scheduler_running"] and s["maintenance"]["next_run"] for s in statuses)

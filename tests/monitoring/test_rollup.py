@@ -108,8 +108,8 @@ def test_roll_up_moves_old_hours_into_days_and_keeps_every_figure(url: str) -> N
     # Only the hour after the cutoff is still hourly; the days hold the sums and the histograms.
     assert query(url, "SELECT hour, searches FROM search_activity") == [(datetime(2026, 3, 12, tzinfo=UTC), 1)]
     days = {(r[0].day, r[1]): r[2:] for r in query(
-        url, "SELECT day, user_id, sum(searches), sum(vectors), sum(total_ms), max(max_ms), ragkeep_hist_sum(latency_hist)"
-             " FROM search_activity_daily GROUP BY 1, 2")}
+        url, "SELECT day, user_id, sum(searches), sum(vectors), sum(total_ms), max(max_ms), "
+             "ragkeep_hist_sum(latency_hist) FROM search_activity_daily GROUP BY 1, 2")}
     searches, vectors, total, mx, hist = days[(10, A)]
     assert (searches, vectors, total, mx) == (3, 5000, 743.0, 700.0)
     assert sum(hist) == 3 and hist[latency_bucket(3.0)] == 1 and hist[latency_bucket(40.0)] == 1
@@ -202,5 +202,6 @@ def test_old_snapshots_thin_to_one_a_day_then_expire(url: str) -> None:
 def test_slots_are_aligned_to_midnight() -> None:
     at = datetime(2026, 1, 2, 13, 47, 31, tzinfo=UTC)
     assert housekeeping.slot_of(at, 10) == datetime(2026, 1, 2, 13, 40, tzinfo=UTC)
-    assert housekeeping.slot_of(at, 7) == datetime(2026, 1, 2, 13, 47, tzinfo=UTC) - timedelta(minutes=(13 * 60 + 47) % 7)
+    seven = datetime(2026, 1, 2, 13, 47, tzinfo=UTC) - timedelta(minutes=(13 * 60 + 47) % 7)
+    assert housekeeping.slot_of(at, 7) == seven
     assert housekeeping.slot_of(at, 1440) == datetime(2026, 1, 2, tzinfo=UTC)

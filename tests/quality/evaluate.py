@@ -22,7 +22,9 @@ KINDS = {
 }
 
 
-def ingest(client: httpx.Client, documents: list[Document], concurrency: int = 4) -> dict[str, list[tuple[str, int, int]]]:
+def ingest(
+    client: httpx.Client, documents: list[Document], concurrency: int = 4
+) -> dict[str, list[tuple[str, int, int]]]:
     """Upload every document; return, per document name, its chunks as (id, start, end)."""
 
     def one(doc: Document) -> tuple[str, list[tuple[str, int, int]]]:

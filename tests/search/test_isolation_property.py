@@ -193,14 +193,18 @@ def field_conditions(refs: dict[str, list[str]], chunks: list[Chunk]) -> st.Sear
         seen = values_at(chunks, path)
         value = seen_or(weighted((3, VALUE), (1, OBJ)) if path == "obj" else VALUE, seen)
         scalar = seen_or(SCALAR, [v for v in seen if not isinstance(v, (list, dict))])
-        ordered = seen_or(st.one_of(INT, STR, NUMERIC_STR), [v for v in seen if isinstance(v, (int, str)) and not isinstance(v, bool)])
+        ordered = seen_or(
+            st.one_of(INT, STR, NUMERIC_STR), [v for v in seen if isinstance(v, (int, str)) and not isinstance(v, bool)]
+        )
         pattern = seen_or(PATTERN, [v for v in seen if isinstance(v, str)])
         op = weighted(
             (2, st.tuples(st.sampled_from(["$eq", "$ne"]), value)),
             (2, st.tuples(st.sampled_from(["$lt", "$lte", "$gt", "$gte"]), ordered)),
             (2, st.tuples(st.sampled_from(["$in", "$nin"]), st.lists(value, max_size=3))),
             (2, st.tuples(st.sampled_from(["$like", "$ilike"]), pattern)),
-            (1, st.tuples(st.sampled_from(["$contains", "$contains", "$json_contains"]), weighted((3, value), (1, OBJ)))),
+            (1, st.tuples(
+                st.sampled_from(["$contains", "$contains", "$json_contains"]), weighted((3, value), (1, OBJ))
+            )),
             (1, st.tuples(st.just("$overlap"), st.lists(scalar, max_size=3))),
         )
         shorthand = seen_or(VALUE, [v for v in seen if not isinstance(v, dict)])
@@ -220,7 +224,9 @@ def field_conditions(refs: dict[str, list[str]], chunks: list[Chunk]) -> st.Sear
             st.tuples(st.sampled_from(["$eq", "$ne", "$contains"]), ref),
             st.tuples(st.sampled_from(["$in", "$nin", "$overlap", "$contains"]), st.lists(ref, max_size=3)),
         )
-        return st.tuples(st.sampled_from(["collection_ids", "collection_id"]), weighted((3, operator_dicts(op)), (1, ref)))
+        return st.tuples(
+            st.sampled_from(["collection_ids", "collection_id"]), weighted((3, operator_dicts(op)), (1, ref))
+        )
 
     return weighted(
         (6, st.one_of([metadata_cond(p) for p in FILTER_PATHS])),
@@ -233,13 +239,17 @@ def field_conditions(refs: dict[str, list[str]], chunks: list[Chunk]) -> st.Sear
 
 def operator_dicts(pairs: st.SearchStrategy) -> st.SearchStrategy:
     """One or two ``operator: value`` pairs; two on one field are ANDed."""
-    return weighted((3, st.lists(pairs, min_size=1, max_size=1)), (1, st.lists(pairs, min_size=2, max_size=2))).map(dict)
+    return weighted(
+        (3, st.lists(pairs, min_size=1, max_size=1)), (1, st.lists(pairs, min_size=2, max_size=2))
+    ).map(dict)
 
 
 def filter_trees(leaf: st.SearchStrategy, depth: int = 0) -> st.SearchStrategy:
     entry = leaf
     if depth < MAX_DEPTH:
-        logical = st.tuples(st.sampled_from(["$and", "$or"]), st.lists(filter_trees(leaf, depth + 1), min_size=1, max_size=3))
+        logical = st.tuples(
+            st.sampled_from(["$and", "$or"]), st.lists(filter_trees(leaf, depth + 1), min_size=1, max_size=3)
+        )
         entry = weighted((2, leaf), (1, logical))
     # Mostly one entry (entries are ANDed: many make "nothing matches" the usual answer), up to
     # three; one node in ten is the empty object, which matches everything.
@@ -408,7 +418,9 @@ def matches(node: dict[str, Any], row: Row) -> bool:
         else:
             ops = cond if isinstance(cond, dict) and cond else {"$eq": cond}
             if key in ("owner_id", "user_id", "document_id", "id"):
-                actual = {"owner_id": row.owner_id, "user_id": row.owner_id, "document_id": row.document_id, "id": row.id}[key]
+                actual = {
+                    "owner_id": row.owner_id, "user_id": row.owner_id, "document_id": row.document_id, "id": row.id
+                }[key]
                 ok = all(column_matches(actual, op, v) for op, v in ops.items())
             elif key in ("collection_ids", "collection_id"):
                 ok = all(collections_match(row.collection_ids, op, v) for op, v in ops.items())
@@ -450,7 +462,10 @@ class Built:
         self.ids |= {c.name: str(k) for c, k in zip(chunks, self.chunk_ids, strict=True)}
         self.names = {v: k for k, v in self.ids.items()}
         self.rows = [
-            Row(str(k), str(self.docs[c.doc]), str(self.users[c.owner]), {str(self.collections[i]) for i in c.collections}, c.metadata)
+            Row(
+                str(k), str(self.docs[c.doc]), str(self.users[c.owner]),
+                {str(self.collections[i]) for i in c.collections}, c.metadata,
+            )
             for c, k in zip(chunks, self.chunk_ids, strict=True)
         ]
         vectors = rng.standard_normal((len(chunks), DIM)).astype(np.float32)
@@ -462,11 +477,18 @@ class Built:
             )
             cur.executemany(
                 "INSERT INTO collections (id, owner_id, name) VALUES (%s, %s, %s)",
-                [(c, self.users[o], f"c{i}") for i, (c, (o, _)) in enumerate(zip(self.collections, world.collections, strict=True))],
+                [
+                    (c, self.users[o], f"c{i}")
+                    for i, (c, (o, _)) in enumerate(zip(self.collections, world.collections, strict=True))
+                ],
             )
             cur.executemany(
                 "INSERT INTO collection_users (collection_id, user_id) VALUES (%s, %s)",
-                [(c, self.users[m]) for c, (_, members) in zip(self.collections, world.collections, strict=True) for m in sorted(members)],
+                [
+                    (c, self.users[m])
+                    for c, (_, members) in zip(self.collections, world.collections, strict=True)
+                    for m in sorted(members)
+                ],
             )
             with cur.copy(
                 "COPY documents (owner_id, id, collection_ids, document_type, title, metadata, content_hash, "
@@ -483,8 +505,10 @@ class Built:
                 copy.set_types(["uuid", "uuid", "uuid", "uuid[]", "int4", "text", "jsonb", "vector"])
                 for n, (c, k) in enumerate(zip(chunks, self.chunk_ids, strict=True)):
                     order = int(c.name.rsplit(".", 1)[1])
-                    copy.write_row((self.users[c.owner], k, self.docs[c.doc], [self.collections[i] for i in c.collections],
-                                    order, f"{WORD} number {n} of the isolation world", Jsonb(c.metadata), vectors[n]))
+                    copy.write_row((
+                        self.users[c.owner], k, self.docs[c.doc], [self.collections[i] for i in c.collections],
+                        order, f"{WORD} number {n} of the isolation world", Jsonb(c.metadata), vectors[n],
+                    ))
 
     def drop(self, conn) -> None:  # type: ignore[no-untyped-def]
         # Deleting the users cascades to their collections, memberships, documents and chunks.
