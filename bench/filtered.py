@@ -388,8 +388,10 @@ def promote(url: str, users: list[User], above: int, progress: Progress) -> dict
             where = sql.SQL(" WHERE owner_id = {}::uuid").format(sql.Literal(str(u.id)))
             build_index(url, conn, sql.Identifier(name), where, u.size, progress,
                         f"partial HNSW for user #{u.rank} ({u.size:,} chunks)")
-            conn.execute("INSERT INTO tenant_indexes (index_name, owner_id, measure) VALUES (%s, %s, 'cosine_distance')",
-                         (name, u.id))
+            conn.execute(
+                "INSERT INTO tenant_indexes (index_name, owner_id, measure) VALUES (%s, %s, 'cosine_distance')",
+                (name, u.id),
+            )
             have[u.id] = name
     return {u: have[u.id] for u in sorted(wanted.values(), key=lambda u: -u.size)}
 
@@ -399,7 +401,8 @@ def prewarm(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         rels = [r[0] for r in conn.execute(
             """SELECT c.oid::regclass::text FROM pg_class c
-               WHERE c.oid = 'chunks'::regclass OR c.oid = (SELECT reltoastrelid FROM pg_class WHERE oid = 'chunks'::regclass)
+               WHERE c.oid = 'chunks'::regclass
+                  OR c.oid = (SELECT reltoastrelid FROM pg_class WHERE oid = 'chunks'::regclass)
                   OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = 'chunks'::regclass)""")]
         pages = sum(conn.execute("SELECT pg_prewarm(%s::regclass)", (r,)).fetchone()[0] for r in rels)  # type: ignore[index]
         size = conn.execute("SELECT pg_size_pretty(pg_total_relation_size('chunks'))").fetchone()[0]  # type: ignore[index]
@@ -513,7 +516,8 @@ SETTINGS = {
     "b": ("SELECT set_config('enable_sort', 'off', true), set_config('hnsw.ef_search', %(ef)s, true), "
           "set_config('hnsw.iterative_scan', 'off', true)"),
     "c": ("SELECT set_config('enable_sort', 'off', true), set_config('hnsw.ef_search', %(ef)s, true), "
-          "set_config('hnsw.iterative_scan', 'relaxed_order', true), set_config('hnsw.max_scan_tuples', %(mst)s, true)"),
+          "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+          "set_config('hnsw.max_scan_tuples', %(mst)s, true)"),
 }
 SQL_OF = {"a": sql_exact, "b": sql_hnsw, "c": sql_iterative}
 
@@ -552,11 +556,10 @@ class Runner:
         await register_vector_async(self.raw)
         await self.raw.commit()
         if self.config is not None:
-            from ragkeep.search.service import run_search
-
             from ragkeep.search.filters import compile_filters
             from ragkeep.search.queries import Kind
             from ragkeep.search.scope import Scope
+            from ragkeep.search.service import run_search
 
             self.planner = self.raw
             self._run_search = run_search
@@ -720,8 +723,8 @@ async def measure(runner: Runner, strategies: list[str], cases: list[Case], repe
     start = time.perf_counter()
     done = 0
     order = random.Random(len(cases) * 1_000 + repeats)  # the same orders in every run
-    for r in range(repeats):
-        for i, case in enumerate(cases):
+    for _ in range(repeats):
+        for case in cases:
             for s in order.sample(strategies, len(strategies)):
                 cells[s].add(await runner.run(s, case), case)
             done += 1
@@ -919,7 +922,7 @@ async def measure_all(url: str, ds: Dataset, gen: Generator, args: argparse.Name
     print(f"crossover: iterative HNSW is faster than exact above {fast_s}; faster with recall >= 0.97 and no "
           f"short results above {good_s}")
     if args.exact_threshold == "auto":
-        threshold = int(round(good or fast or sizes[0] + 1))
+        threshold = round(good or fast or sizes[0] + 1)
         print(f"--exact-threshold auto: {threshold:,}")
     else:
         threshold = int(args.exact_threshold)
@@ -954,7 +957,8 @@ async def measure_all(url: str, ds: Dataset, gen: Generator, args: argparse.Name
         for k, (name, picks) in enumerate(classes.items()):
             who = ", ".join(f"#{u.rank} ({u.size:,})" for u in picks)
             groups.append((name, f"users {who}", make_cases(gen, users, picks, args.queries, stream=k + 1)))
-        groups.append(("unfiltered", f"superuser, {ds.chunks:,} vectors", make_cases(gen, users, None, args.queries, 9)))
+        everyone = make_cases(gen, users, None, args.queries, 9)
+        groups.append(("unfiltered", f"superuser, {ds.chunks:,} vectors", everyone))
         print(f"\nComparison: {args.queries} queries per class x {args.repeats} rounds, strategies interleaved")
         t_cmp = time.perf_counter()
         for name, who, cases in groups:
@@ -968,7 +972,8 @@ async def measure_all(url: str, ds: Dataset, gen: Generator, args: argparse.Name
     finally:
         await runner.close()
 
-    print("\nPlans (EXPLAIN of the first query of each class; GLOBAL-HNSW = " + gname + ", PARTIAL-HNSW = a tenant index):")
+    print("\nPlans (EXPLAIN of the first query of each class; GLOBAL-HNSW = " + gname
+          + ", PARTIAL-HNSW = a tenant index):")
     for e in explains:
         print(e)
     report(results, threshold, ds, config is not None)
@@ -1014,7 +1019,7 @@ def report(results: list[tuple[str, str, dict[str, Cell]]], threshold: int, ds: 
           "rows than min(10, rows in scope)")
     print("| class | strategy | n | median ms | p95 ms | recall@10 | short |")
     print("|---|---|---:|---:|---:|---:|---:|")
-    for name, who, cells in results:
+    for name, _, cells in results:
         for s, cell in cells.items():
             print(f"| {name} | {STRATEGIES[s]} | {cell.runs} | {fmt_ms(cell.median)} | {fmt_ms(cell.p95)} | "
                   f"{cell.recall:.3f} | {cell.short_share:.0%} |")

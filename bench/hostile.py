@@ -38,7 +38,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.hostile import hostile_requests, sender, upload_ready  # noqa: E402
+from tests.support.hostile import hostile_requests, sender, upload_ready
 
 ADMIN_EMAIL = "admin@hostile.bench"
 ADMIN_PASSWORD = "admin-password-for-the-bench"

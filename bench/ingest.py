@@ -5,10 +5,10 @@ embedding, COPY into PostgreSQL, status updates) come to the embedding model alo
 chunks? Target: API chunks/s >= 95 % of the model-only ceiling.
 
 The documents are split into ``--repeats`` rounds (default: one per 50 documents; short rounds
-keep a change in the machine's load from landing on one side of a ratio only). Each round uploads its documents through the
-API (``--concurrency`` uploads at a time, from a separate client process so that the client does
-not compete with the server for the GIL), then embeds exactly the chunks the server stored with
-the server's own model object, directly:
+keep a change in the machine's load from landing on one side of a ratio only). Each round uploads
+its documents through the API (``--concurrency`` uploads at a time, from a separate client
+process so that the client does not compete with the server for the GIL), then embeds exactly the
+chunks the server stored with the server's own model object, directly:
 
 * ``ceiling``: one ``embed_sync`` call per document, the batches the server makes (length-sorted
   within the document, ``embedding.batch_size``), same threads, same session;
@@ -49,12 +49,12 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ragkeep.config import EmbeddingConfig  # noqa: E402
-from ragkeep.db.database import start_embedded  # noqa: E402
-from ragkeep.embeddings.minilm import MiniLMProvider  # noqa: E402
-from ragkeep.ingest.chunking import TokenChunker  # noqa: E402
-from ragkeep.ingest.parsers import parse_document  # noqa: E402
-from tests.support import ServerThread, make_settings, register  # noqa: E402
+from ragkeep.config import EmbeddingConfig
+from ragkeep.db.database import start_embedded
+from ragkeep.embeddings.minilm import MiniLMProvider
+from ragkeep.ingest.chunking import TokenChunker
+from ragkeep.ingest.parsers import parse_document
+from tests.support import ServerThread, make_settings, register
 
 
 def python_docstrings(limit: int) -> list[tuple[str, str]]:
@@ -62,7 +62,9 @@ def python_docstrings(limit: int) -> list[tuple[str, str]]:
     docs = []
     for root in (Path(sysconfig.get_paths()["stdlib"]), Path(sysconfig.get_paths()["purelib"])):
         for path in sorted(root.rglob("*.py")):
-            if {"test", "tests", "idlelib"} & set(path.parts) or (root.name != "site-packages" and "site-packages" in path.parts):
+            if {"test", "tests", "idlelib"} & set(path.parts) or (
+                root.name != "site-packages" and "site-packages" in path.parts
+            ):
                 continue
             try:
                 tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -86,8 +88,10 @@ def corpus(n: int, max_chars: int) -> list[tuple[str, str]]:
     import pydoc_data.topics
 
     docs = [(f"topic-{k}.txt", v) for k, v in sorted(pydoc_data.topics.topics.items())]
-    for path in sorted(glob.glob("/usr/share/doc/*/copyright")):
-        docs.append((f"{Path(path).parent.name}-copyright.txt", Path(path).read_text(encoding="utf-8", errors="replace")))
+    docs.extend(
+        (f"{Path(path).parent.name}-copyright.txt", Path(path).read_text(encoding="utf-8", errors="replace"))
+        for path in sorted(glob.glob("/usr/share/doc/*/copyright"))
+    )
     docs += python_docstrings(2 * n)
     # Identical licences are shipped by many packages: keep one of each, as the server would.
     seen, unique = set(), []
@@ -196,7 +200,8 @@ def run(server: ServerThread, docs: list[tuple[str, str]], concurrency: int, rep
         f"chunks                     {sum(int(r['chunks']) for r in rows)}: tokens per chunk median "
         f"{statistics.median(token_counts)}, max {max(token_counts)} (window {embedder.max_tokens})"
     )
-    print(f"chunks/s, API end to end   {med('api'):.2f}   (median of {len(rows)} rounds, {concurrency} concurrent uploads)")
+    print(f"chunks/s, API end to end   {med('api'):.2f}   "
+          f"(median of {len(rows)} rounds, {concurrency} concurrent uploads)")
     print(f"chunks/s, model ceiling    {med('ceiling'):.2f}   (same chunks, same per-document batches, same threads)")
     print(f"chunks/s, model pooled     {med('pooled'):.2f}   (all of a round's chunks length-sorted together)")
     print(f"API / ceiling              {ratio:.3f}   target >= 0.95")
@@ -233,7 +238,8 @@ def tune(docs: list[tuple[str, str]], n_chunks: int, repeats: int, batches: list
             rates[c].append(len(chunks) / (time.perf_counter() - t0))
             p.close()
     base = statistics.median(rates[(default.batch_size, default.threads)])
-    print(f"{'batch':>6} {'threads':>8} {'chunks/s':>10} {'vs default':>10}   (default: batch_size {default.batch_size}, threads {default.threads or 'all'})")
+    print(f"{'batch':>6} {'threads':>8} {'chunks/s':>10} {'vs default':>10}   "
+          f"(default: batch_size {default.batch_size}, threads {default.threads or 'all'})")
     for c in configs:
         m = statistics.median(rates[c])
         print(f"{c[0]:>6} {c[1] or 'all':>8} {m:>10.2f} {m / base:>10.2f}")
@@ -254,7 +260,8 @@ def tune(docs: list[tuple[str, str]], n_chunks: int, repeats: int, batches: list
             p.embed_sync([f"query number {i} about interrupts"])
         per_query = (time.perf_counter() - t0) / 20
         p.close()
-        print(f"  allow_spinning={'1' if spin else '0'}: {statistics.median(burned):.3f} CPU-s idle; {1000 * per_query:.1f} ms per query")
+        print(f"  allow_spinning={'1' if spin else '0'}: {statistics.median(burned):.3f} CPU-s idle; "
+              f"{1000 * per_query:.1f} ms per query")
 
 
 def main() -> None:
@@ -263,9 +270,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--documents", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=4)
-    ap.add_argument("--repeats", type=int, default=0, help="rounds (API then ceiling on the same documents); 0 = one per 50 documents")
+    ap.add_argument("--repeats", type=int, default=0,
+                    help="rounds (API then ceiling on the same documents); 0 = one per 50 documents")
     ap.add_argument("--pooled", action="store_true", help="also embed each round's chunks all together")
-    ap.add_argument("--threads", type=int, default=None, help="embedding.threads for the server (default: the config's)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="embedding.threads for the server (default: the config's)")
     ap.add_argument("--batch-size", type=int, default=None, help="embedding.batch_size for the server")
     ap.add_argument("--max-chars", type=int, default=3000, help="cut each document to this many characters")
     ap.add_argument("--tune", action="store_true", help="sweep batch size and threads on the model alone")
@@ -294,7 +303,8 @@ def main() -> None:
                     server.stop()
             finally:
                 pg.stop()  # type: ignore[attr-defined]
-    print(f"\nbenchmark wall time {time.perf_counter() - started:.0f} s; load average at the end {os.getloadavg()[0]:.1f}")
+    print(f"\nbenchmark wall time {time.perf_counter() - started:.0f} s; "
+          f"load average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.outage import SearchLoad, ServerProcess, figures, own_postgres, user_client  # noqa: E402
+from tests.support.outage import SearchLoad, ServerProcess, figures, own_postgres, user_client
 
 
 def main() -> None:

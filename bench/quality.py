@@ -33,8 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ragkeep.db.database import start_embedded  # noqa: E402
-from tests.quality.dataset import (  # noqa: E402
+from ragkeep.db.database import start_embedded
+from tests.quality.dataset import (
     PYDOC_TEST_TOPICS,
     Document,
     build_queries,
@@ -42,8 +42,8 @@ from tests.quality.dataset import (  # noqa: E402
     pydoc_documents,
     relevant,
 )
-from tests.quality.evaluate import KINDS, evaluate, ingest  # noqa: E402
-from tests.support import ServerThread, make_settings, register  # noqa: E402
+from tests.quality.evaluate import KINDS, evaluate, ingest
+from tests.support import ServerThread, make_settings, register
 
 PACKAGE = "linux-doc-6.1"
 DOC_ROOT = Path("usr/share/doc") / PACKAGE / "Documentation"
@@ -96,7 +96,10 @@ def main() -> None:
     queries = build_queries(docs)
     if args.max_queries:
         queries = queries[:: max(len(queries) // args.max_queries, 1)][: args.max_queries]
-    source = ("pydoc_data.topics" + (" (the tests/quality subset)" if args.subset else "")) if args.pydoc else f"{PACKAGE} Documentation/{{{args.dirs}}}"
+    if args.pydoc:
+        source = "pydoc_data.topics" + (" (the tests/quality subset)" if args.subset else "")
+    else:
+        source = f"{PACKAGE} Documentation/{{{args.dirs}}}"
     print(
         f"dataset: {source}: {len(docs)} documents, {sum(len(d.text) for d in docs) / 1e6:.2f} MB of text, "
         f"{sum(len(d.sections) for d in docs)} sections, {len(queries)} queries; load {os.getloadavg()[0]:.1f}",
@@ -131,11 +134,13 @@ def main() -> None:
     for kind, (m, per) in results.items():
         hits = sum(1 for s in per if s.mrr > 0)
         ratio = m.ndcg / base.ndcg if base.ndcg else float("inf")
-        print(f"| {kind:<9} | {m.ndcg:7.3f} | {m.recall:9.3f} | {m.mrr:5.3f} | {ratio:16.2f} | {hits:>4} of {len(per):<4} ({100 * hits / len(per):4.1f} %) |")
+        print(f"| {kind:<9} | {m.ndcg:7.3f} | {m.recall:9.3f} | {m.mrr:5.3f} | {ratio:16.2f} | "
+              f"{hits:>4} of {len(per):<4} ({100 * hits / len(per):4.1f} %) |")
     nd = {k: v[0].ndcg for k, v in results.items()}
     verdict = "met" if nd["hybrid"] >= nd["semantic"] >= nd["full-text"] else "NOT met"
     print(f"\ntarget hybrid >= semantic >= full-text on nDCG@10: {verdict}")
-    print(f"benchmark wall time {time.perf_counter() - started:.0f} s; load average at the end {os.getloadavg()[0]:.1f}")
+    print(f"benchmark wall time {time.perf_counter() - started:.0f} s; "
+          f"load average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -31,11 +31,14 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ragkeep.db.database import start_embedded  # noqa: E402
-from tests.quality.dataset import PYDOC_TEST_TOPICS, pydoc_documents  # noqa: E402
-from tests.support import ServerThread, make_settings, register  # noqa: E402
+from ragkeep.db.database import start_embedded
+from tests.quality.dataset import PYDOC_TEST_TOPICS, pydoc_documents
+from tests.support import ServerThread, make_settings, register
 
-WORDS = "lock mutex queue timer interrupt memory page cache thread signal file socket buffer module".split()
+WORDS = [
+    "lock", "mutex", "queue", "timer", "interrupt", "memory", "page",
+    "cache", "thread", "signal", "file", "socket", "buffer", "module",
+]
 
 
 def _timed(base_url: str, token: str, plan: list[tuple[str, str]]) -> list[float]:
@@ -81,7 +84,8 @@ def run(server: ServerThread, repeats: int) -> None:
         user.client.post("/v3/documents", data={"raw_text": doc.text}).raise_for_status()
     token = user.client.headers["Authorization"].split()[1]
     embedder = server.services.embedder
-    print(f"load average {os.getloadavg()[0]:.1f}; batch_size {embedder.batch_size}; query cache {embedder.query_cache_size}")
+    print(f"load average {os.getloadavg()[0]:.1f}; batch_size {embedder.batch_size}; "
+          f"query cache {embedder.query_cache_size}")
 
     def query(i: int, tag: str) -> str:
         return f"{WORDS[i % len(WORDS)]} {WORDS[(i * 7 + 3) % len(WORDS)]} {tag} {i}"

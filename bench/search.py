@@ -72,10 +72,9 @@ sys.path.insert(0, str(ROOT))
 
 from ragkeep.db.database import connect_sync, prepare_schema, start_embedded  # noqa: E402
 from ragkeep.search.filters import compile_filters  # noqa: E402
-from ragkeep.search.queries import Kind, build_search_sql  # noqa: E402
-from ragkeep.search.scope import Scope  # noqa: E402
-from ragkeep.search.queries import Strategy  # noqa: E402
 from ragkeep.search.planner import Planner  # noqa: E402
+from ragkeep.search.queries import Kind, Strategy, build_search_sql  # noqa: E402
+from ragkeep.search.scope import Scope  # noqa: E402
 from ragkeep.search.service import HybridParams, run_search  # noqa: E402
 from tests.support import ADMIN_EMAIL, ServerThread, make_settings  # noqa: E402
 
@@ -149,7 +148,7 @@ def load(url: str, sizes: list[int], paras: list[str], seed: int = 7) -> list[uu
                 for u in users:
                     copy.write_row((u, f"bench-{u.hex[:12]}@ragkeep.bench", "not-a-password-hash"))
             docs: list[tuple[uuid.UUID, uuid.UUID, int]] = []  # owner, id, chunks
-            for u, size in zip(users, sizes):
+            for u, size in zip(users, sizes, strict=True):
                 left = size
                 while left > 0:
                     n = min(left, int(rng.integers(5, 40)))
@@ -552,7 +551,7 @@ def profile_server(server: ServerThread, call: Callable[[], Any], n: int) -> str
     buf = io.StringIO()
     pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(15)
     top = [ln for ln in buf.getvalue().splitlines() if ln.strip()][-16:]
-    return "\n".join(lines + ["top functions by own time (all requests):"] + top)
+    return "\n".join([*lines, "top functions by own time (all requests):", *top])
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -669,7 +668,8 @@ def report(results: list, fixed: dict[str, Series]) -> None:  # type: ignore[typ
         worst = max(worst, ratio)
         model = f"{s['API+model'].median:6.2f} / {s['API+model'].p95:6.2f}" if "API+model" in s else "-"
         print(f"| {who:<34} | {kind.value:<9} | {len(s['SQL'].times):>4} | {hits:>4.1f} | "
-              f"{s['SQL'].median:6.2f} / {s['SQL'].p95:6.2f} | {s['run_search'].median:6.2f} / {s['run_search'].p95:6.2f} | "
+              f"{s['SQL'].median:6.2f} / {s['SQL'].p95:6.2f} | "
+              f"{s['run_search'].median:6.2f} / {s['run_search'].p95:6.2f} | "
               f"{s['API'].median:6.2f} / {s['API'].p95:6.2f} | {ratio:7.2f} | {model:>15} |")
     print()
     print("Fixed costs, milliseconds (median / p95):")

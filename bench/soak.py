@@ -61,7 +61,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.ingest import python_docstrings  # noqa: E402
+from bench.ingest import python_docstrings
 
 MAX_MINUTES = 60
 #: Below this slope over the second half the memory counts as level (a plateau).
@@ -84,7 +84,8 @@ tracemalloc.start(1)
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                 "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = MallInfo2
@@ -119,8 +120,10 @@ def corpus(limit: int = 600) -> list[tuple[str, str]]:
     import pydoc_data.topics
 
     docs = [("pydoc", text) for _, text in sorted(pydoc_data.topics.topics.items())]
-    for path in sorted(glob.glob("/usr/share/doc/*/copyright"))[:200]:
-        docs.append(("copyright", Path(path).read_text(encoding="utf-8", errors="replace")))
+    docs.extend(
+        ("copyright", Path(path).read_text(encoding="utf-8", errors="replace"))
+        for path in sorted(glob.glob("/usr/share/doc/*/copyright"))[:200]
+    )
     docs += [("docstrings", text) for _, text in python_docstrings(limit)]
     return [(s, t) for s, t in docs if len(t) > 400]
 
@@ -180,7 +183,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(home: Path, port: int, extra_env: dict[str, str], probe: Path | None, probe_seconds: float) -> subprocess.Popen[bytes]:
+def start_server(
+    home: Path, port: int, extra_env: dict[str, str], probe: Path | None, probe_seconds: float
+) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAGKEEP_")}
     env.update(
         RAGKEEP_HOME=str(home),
@@ -318,7 +323,8 @@ class Workload:
         body = f"soak upload {tag} {uuid.uuid4()}\n\n" + text[start : start + rng.randint(400, self.max_chars)]
         meta = json.dumps({"source": source, "client": tag})
         if rng.random() < 0.5:
-            return client.post("/v3/documents", files={"file": (f"{tag}.txt", body.encode(), "text/plain")}, data={"metadata": meta})
+            files = {"file": (f"{tag}.txt", body.encode(), "text/plain")}
+            return client.post("/v3/documents", files=files, data={"metadata": meta})
         return client.post("/v3/documents", data={"raw_text": body, "metadata": meta})
 
     def request(self, client: httpx.Client, rng: random.Random, tag: str) -> tuple[str, httpx.Response]:
@@ -361,7 +367,7 @@ def slope(points: list[tuple[float, float]]) -> float:
     xs, ys = [p[0] / 60 for p in points], [p[1] for p in points]
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
     den = sum((x - mx) ** 2 for x in xs)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den if den else float("nan")
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else float("nan")
 
 
 def print_interval(log: Log, samples: list[Sample], since: float, now: float, with_smaps: bool) -> None:
@@ -392,7 +398,8 @@ def summary(log: Log, samples: list[Sample], idle: Sample, seconds: float) -> No
         print(f"  {line}")
     first = [r for r in recs if r.end < 60]
     last = [r for r in recs if r.end >= seconds - 60]
-    print(f"\n{'kind':<10} {'n':>7} {'p50 ms':>8} {'p99 ms':>8} {'1st min p50':>12} {'last min p50':>13} {'last/1st':>9}")
+    print(f"\n{'kind':<10} {'n':>7} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'1st min p50':>12} {'last min p50':>13} {'last/1st':>9}")
     for kind in KINDS:
         ok = [r.ms for r in recs if r.kind == kind and 200 <= r.status < 300]
         a = [r.ms for r in first if r.kind == kind and 200 <= r.status < 300]
@@ -402,7 +409,8 @@ def summary(log: Log, samples: list[Sample], idle: Sample, seconds: float) -> No
         ratio = statistics.median(b) / statistics.median(a) if a and b else float("nan")
         print(
             f"{kind:<10} {len(ok):>7} {statistics.median(ok):>8.1f} {pct(ok, 0.99):>8.1f} "
-            f"{statistics.median(a) if a else float('nan'):>12.1f} {statistics.median(b) if b else float('nan'):>13.1f} {ratio:>9.2f}"
+            f"{statistics.median(a) if a else float('nan'):>12.1f} "
+            f"{statistics.median(b) if b else float('nan'):>13.1f} {ratio:>9.2f}"
         )
     half = [s for s in samples if s.t >= seconds / 2]
     for name, get in (("server RSS", lambda s: s.server_rss), ("PostgreSQL PSS", lambda s: s.pg_pss)):
@@ -410,14 +418,16 @@ def summary(log: Log, samples: list[Sample], idle: Sample, seconds: float) -> No
         k = slope([(s.t, get(s)) for s in half])
         verdict = "plateau" if k < PLATEAU_MB_PER_MIN else "GROWING"
         print(
-            f"\n{name}: idle {get(idle):.0f} MB, after 1 min {get(next(s for s in samples if s.t >= min(60, seconds))):.0f}, "
+            f"\n{name}: idle {get(idle):.0f} MB, "
+            f"after 1 min {get(next(s for s in samples if s.t >= min(60, seconds))):.0f}, "
             f"peak {get(peak):.0f} at {peak.t:.0f} s, end {get(samples[-1]):.0f}; "
             f"second half slope {k:+.2f} MB/min -> {verdict} (threshold {PLATEAU_MB_PER_MIN} MB/min)"
         )
     print("(PostgreSQL's PSS counts the shared buffers its processes have touched: it follows the data the\n"
           " uploads add, up to database.embedded_shared_buffers; the server's RSS is the figure to judge)")
     if samples[-1].smaps:
-        print("server resident MB by mapping at the end: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(samples[-1].smaps.items())))
+        by_mapping = ", ".join(f"{k} {v:.0f}" for k, v in sorted(samples[-1].smaps.items()))
+        print("server resident MB by mapping at the end: " + by_mapping)
 
 
 def print_probe(path: Path) -> None:
@@ -490,18 +500,24 @@ def main() -> None:
         finally:
             stop_server(proc, pgdata)
             if proc.returncode not in (0, None):
-                print(f"server exited with {proc.returncode}; its log:\n" + (Path(tmp) / "server.log").read_text()[-3000:])
+                server_log = (Path(tmp) / "server.log").read_text()[-3000:]
+                print(f"server exited with {proc.returncode}; its log:\n" + server_log)
         if probe is not None:
             print_probe(probe)
     print(f"\nbenchmark wall time {time.perf_counter() - started:.0f} s; load average {os.getloadavg()[0]:.1f}")
 
 
-def run(args: argparse.Namespace, base_url: str, tokens: list[str], work: Workload, server: psutil.Process, pgdata: Path, idle: Sample) -> None:
+def run(
+    args: argparse.Namespace, base_url: str, tokens: list[str], work: Workload,
+    server: psutil.Process, pgdata: Path, idle: Sample,
+) -> None:
     log, samples = Log(), []
     t0 = time.monotonic()
     stop_at = t0 + args.minutes * 60
     threads = [
-        threading.Thread(target=client_loop, args=(i, base_url, tokens[i % len(tokens)], work, log, t0, stop_at), daemon=True)
+        threading.Thread(
+            target=client_loop, args=(i, base_url, tokens[i % len(tokens)], work, log, t0, stop_at), daemon=True
+        )
         for i in range(args.clients)
     ]
     for t in threads:

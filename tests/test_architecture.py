@@ -205,10 +205,11 @@ def violations(src: Path, text: str) -> list[str]:
     """Everything in ``src`` that the rules in ``text`` do not allow, one line each."""
     rules = parse_rules(text)
     graph = module_graph(src)
-    problems = []
     packages = {package_of(m) for m in graph} - {TOP}
-    for package in sorted(packages - set(rules.allowed)):
-        problems.append(f"package `{package}` is not in the table of docs/architecture.md")
+    problems = [
+        f"package `{package}` is not in the table of docs/architecture.md"
+        for package in sorted(packages - set(rules.allowed))
+    ]
     for (a, b), via in sorted(package_arrows(graph).items()):
         bad = sorted((s, t) for s, t in via if not rules.may(a, b, s))
         problems += [f"{a} -> {b} is not allowed: {s} imports {t}" for s, t in bad]
@@ -291,7 +292,10 @@ def test_a_forbidden_arrow_fails(tree: Path) -> None:
 
 
 def test_a_type_checking_import_is_an_arrow(tree: Path) -> None:
-    _append(tree / "db" / "pool.py", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ragkeep.search.planner import Planner")
+    _append(
+        tree / "db" / "pool.py",
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ragkeep.search.planner import Planner",
+    )
     assert violations(tree, DOC.read_text(encoding="utf-8")) == [
         "db -> search is not allowed: ragkeep.db.pool imports ragkeep.search.planner",
         "package cycle: db <-> search",

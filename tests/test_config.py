@@ -26,7 +26,9 @@ chunk_size = 500
 chunk_overlap = 50
 """,
     )
-    s = load_settings(p, environ={"RAGKEEP_PORT": "7400", "RAGKEEP_INGESTION__CHUNK_SIZE": "600", "RAGKEEP_HOME": str(tmp_path)})
+    s = load_settings(
+        p, environ={"RAGKEEP_PORT": "7400", "RAGKEEP_INGESTION__CHUNK_SIZE": "600", "RAGKEEP_HOME": str(tmp_path)}
+    )
     assert s.app.port == 7400
     assert s.ingestion.chunk_size == 600
     assert s.database.maintenance.vacuum_schedule == "0 3 * * *"

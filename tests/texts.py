@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pydoc_data.topics
+from pathlib import Path
 
 TOPICS: dict[str, str] = pydoc_data.topics.topics
 LICENSES = Path("/usr/share/common-licenses")

@@ -48,13 +48,18 @@ def test_list_chunks_is_scoped_paginated_and_filtered(owner_member_stranger, mak
     assert listed["total_entries"] == 2 and {c["document_id"] for c in listed["results"]} == {shared}
     assert stranger.client.get("/v3/chunks").json() == {"results": [], "total_entries": 0}
     # Filters narrow what the caller reads and never widen it.
-    for f in ({"owner_id": str(owner.id)}, {"document_id": {"$in": [shared, private]}}, {"k": {"$in": ["shared", "private"]}}):
+    for f in (
+        {"owner_id": str(owner.id)},
+        {"document_id": {"$in": [shared, private]}},
+        {"k": {"$in": ["shared", "private"]}},
+    ):
         r = stranger.client.get("/v3/chunks", params={"filters": json.dumps(f)})
         assert r.status_code == 200 and r.json()["total_entries"] == 0, f
     r = owner.client.get("/v3/chunks", params={"metadata_filter": json.dumps({"k": "private"})}).json()
     assert r["total_entries"] == 1 and r["results"][0]["document_id"] == private
     r = owner.client.get(
-        "/v3/chunks", params={"filters": json.dumps({"document_id": shared}), "metadata_filter": json.dumps({"k": "private"})}
+        "/v3/chunks",
+        params={"filters": json.dumps({"document_id": shared}), "metadata_filter": json.dumps({"k": "private"})},
     ).json()
     assert r["total_entries"] == 0
     vec = owner.client.get("/v3/chunks", params={"include_vectors": True, "limit": 1}).json()["results"][0]["vector"]
@@ -68,7 +73,9 @@ def test_list_chunks_is_scoped_paginated_and_filtered(owner_member_stranger, mak
         r = owner.client.get("/v3/chunks", params=params)
         assert r.status_code == 422 and words in r.json()["detail"]["message"], (params, r.text)
     # The same filters on one document's chunks (R2R's list_by_document sends metadata_filter).
-    r = owner.client.get(f"/v3/documents/{shared}/chunks", params={"metadata_filter": json.dumps({"k": "private"})}).json()
+    r = owner.client.get(
+        f"/v3/documents/{shared}/chunks", params={"metadata_filter": json.dumps({"k": "private"})}
+    ).json()
     assert r == {"results": [], "total_entries": 0}
     assert owner.client.get(f"/v3/documents/{shared}/chunks").json()["total_entries"] == 2
 
@@ -195,7 +202,7 @@ def test_chunks_search_is_retrieval_search(owner_member_stranger, settings_) -> 
 
 def test_r2r_client_manages_chunks(base_url, owner_member_stranger) -> None:
     r2r = pytest.importorskip("r2r")
-    owner, member, stranger, shared, private = owner_member_stranger
+    owner, _member, _stranger, shared, _private = owner_member_stranger
     client = r2r.R2RClient(base_url)
     client.users.login(owner.email, owner.password)
     listed = client.chunks.list(metadata_filter={"k": "shared"}, limit=10)

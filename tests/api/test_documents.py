@@ -158,7 +158,7 @@ def test_failure_midway_leaves_no_chunks_and_a_failed_status(make_user, settings
         n = conn.execute("SELECT count(*) FROM chunks WHERE document_id = %s", (doc_id,)).fetchone()[0]
     assert n == 0
     # A failed attempt does not block uploading the same content again.
-    r = upload(user.client, chunks=chunks[:2] + [paragraphs("lambda", 1)])
+    r = upload(user.client, chunks=[*chunks[:2], paragraphs("lambda", 1)])
     assert r.status_code == 201
     assert len(chunk_texts(user.client, r.json()["results"]["document_id"])) == 3
 
@@ -247,10 +247,15 @@ def test_list_paginates_with_total_and_delete_removes_chunks(make_user) -> None:
 
 def test_owner_stats_follow_ingest_and_delete(make_user, settings) -> None:
     user = make_user()
-    doc = upload(user.client, chunks=[paragraphs("import", 1), paragraphs("nonlocal", 1)]).json()["results"]["document_id"]
+    r = upload(user.client, chunks=[paragraphs("import", 1), paragraphs("nonlocal", 1)])
+    doc = r.json()["results"]["document_id"]
     with psycopg.connect(settings.database.url) as conn:
-        row = conn.execute("SELECT document_count, chunk_count FROM owner_stats WHERE owner_id = %s", (user.id,)).fetchone()
+        row = conn.execute(
+            "SELECT document_count, chunk_count FROM owner_stats WHERE owner_id = %s", (user.id,)
+        ).fetchone()
         assert row == (1, 2)
         user.client.delete(f"/v3/documents/{doc}")
-        row = conn.execute("SELECT document_count, chunk_count FROM owner_stats WHERE owner_id = %s", (user.id,)).fetchone()
+        row = conn.execute(
+            "SELECT document_count, chunk_count FROM owner_stats WHERE owner_id = %s", (user.id,)
+        ).fetchone()
         assert row == (0, 0)

@@ -20,7 +20,9 @@ def upload(client: httpx.Client, **kw) -> str:
 
 
 def search(client: httpx.Client, query: str, filters: dict, limit: int = 100) -> list[dict]:
-    r = client.post("/v3/retrieval/search", json={"query": query, "search_settings": {"filters": filters, "limit": limit}})
+    r = client.post(
+        "/v3/retrieval/search", json={"query": query, "search_settings": {"filters": filters, "limit": limit}}
+    )
     assert r.status_code == 200, r.text
     return r.json()["results"]["chunk_search_results"]
 
@@ -37,7 +39,8 @@ def share(settings, owner_id: uuid.UUID, member_id: uuid.UUID, doc_ids: list[str
         )
         for table, column in (("documents", "id"), ("chunks", "document_id")):
             conn.execute(
-                f"UPDATE {table} SET collection_ids = array_append(collection_ids, %s) WHERE {column} = ANY(%s::uuid[])",
+                f"UPDATE {table} SET collection_ids = array_append(collection_ids, %s) "
+                f"WHERE {column} = ANY(%s::uuid[])",
                 (cid, doc_ids),
             )
     return cid
@@ -160,7 +163,8 @@ def test_delete_by_filter_reaches_only_the_callers_documents(make_user, admin, s
         r = delete_by_filter(b.client, f)
         assert r.status_code == 200 and r.json()["results"]["deleted_count"] == 0, (f, r.text)
     assert exists(a.client, a_y)
-    assert delete_by_filter(b.client, {"$and": [{"tag": tag}, {"batch": {"$in": ["y"]}}]}).json()["results"]["deleted_count"] == 1
+    r = delete_by_filter(b.client, {"$and": [{"tag": tag}, {"batch": {"$in": ["y"]}}]})
+    assert r.json()["results"]["deleted_count"] == 1
     assert not exists(b.client, b_y) and exists(a.client, a_y)
 
     # A superuser's filter reaches across owners.
@@ -172,7 +176,8 @@ def test_delete_by_filter_reaches_only_the_callers_documents(make_user, admin, s
             "SELECT count(*) FROM chunks WHERE document_id = ANY(%s::uuid[])", ([*a_x, a_y, b_x, b_y],)
         ).fetchone()[0]
         stats = conn.execute(
-            "SELECT owner_id, document_count, chunk_count FROM owner_stats WHERE owner_id = ANY(%s::uuid[])", ([a.id, b.id],)
+            "SELECT owner_id, document_count, chunk_count FROM owner_stats WHERE owner_id = ANY(%s::uuid[])",
+            ([a.id, b.id],),
         ).fetchall()
     assert n == 0
     assert sorted((d, c) for _, d, c in stats) == [(0, 0), (0, 0)]
@@ -210,7 +215,10 @@ def test_delete_by_filter_refuses_empty_and_invalid_filters(make_user, admin, fi
 def test_delete_by_filter_as_r2r_clients_send_it(make_user) -> None:
     user = make_user()
     tag = uuid.uuid4().hex
-    docs = [upload(user.client, raw_text=paragraphs(t, 1), metadata={"tag": tag, "n": i}) for i, t in enumerate(("del", "return", "import"))]
+    docs = [
+        upload(user.client, raw_text=paragraphs(t, 1), metadata={"tag": tag, "n": i})
+        for i, t in enumerate(("del", "return", "import"))
+    ]
     kept = upload(user.client, chunks=[paragraphs("class", 1)], metadata={"tag": tag, "n": 9})
     # R2R's SDK: the JSON text as the body, no content type.
     r = user.client.request("DELETE", "/v3/documents/by-filter", content=json.dumps({"tag": tag, "n": {"$lt": 1}}))
@@ -218,13 +226,19 @@ def test_delete_by_filter_as_r2r_clients_send_it(make_user) -> None:
     assert r.json()["results"]["deleted_count"] == 1 and not exists(user.client, docs[0])
     # R2R's cURL example: the filters as a query parameter; document_type as in R2R's chunk metadata.
     r = user.client.request(
-        "DELETE", "/v3/documents/by-filter", params={"filters": json.dumps({"tag": tag, "n": 1, "document_type": {"$eq": "txt"}})}
+        "DELETE",
+        "/v3/documents/by-filter",
+        params={"filters": json.dumps({"tag": tag, "n": 1, "document_type": {"$eq": "txt"}})},
     )
     assert r.status_code == 200 and r.json()["results"]["deleted_count"] == 1
-    r = user.client.request("DELETE", "/v3/documents/by-filter", params={"filters": json.dumps({"tag": tag, "document_type": "pdf"})})
+    r = user.client.request(
+        "DELETE", "/v3/documents/by-filter", params={"filters": json.dumps({"tag": tag, "document_type": "pdf"})}
+    )
     assert r.status_code == 200 and r.json()["results"]["deleted_count"] == 0
     # A JSON string holding the object (R2R's Json[dict] body) is read too.
-    r = user.client.request("DELETE", "/v3/documents/by-filter", json=json.dumps({"tag": tag, "metadata.n": {"$gte": 2}, "n": {"$lt": 9}}))
+    r = user.client.request(
+        "DELETE", "/v3/documents/by-filter", json=json.dumps({"tag": tag, "metadata.n": {"$gte": 2}, "n": {"$lt": 9}})
+    )
     assert r.status_code == 200 and r.json()["results"]["deleted_count"] == 1
     assert [d for d in docs if exists(user.client, d)] == [] and exists(user.client, kept)
     r = user.client.request("DELETE", "/v3/documents/by-filter", json={"tag": tag}, params={"filters": "{}"})
@@ -284,7 +298,9 @@ def test_documents_search_ranks_documents_by_their_best_chunk(make_user) -> None
     assert ids[0] == docs["while"]
     assert all(d["owner_id"] == str(user.id) for d in results)
     # The order and scores are those of each document's best chunk.
-    chunks = user.client.post("/v3/chunks/search", json={"query": query, "search_settings": {"limit": 100}}).json()["results"]
+    chunks = user.client.post(
+        "/v3/chunks/search", json={"query": query, "search_settings": {"limit": 100}}
+    ).json()["results"]
     best: dict[str, float] = {}
     for c in chunks:
         best.setdefault(c["document_id"], c["score"])
@@ -293,15 +309,21 @@ def test_documents_search_ranks_documents_by_their_best_chunk(make_user) -> None
         assert d["metadata"]["search_score"] == pytest.approx(best[d["id"]])
         assert d["metadata"]["search_type"] == "semantic" and d["metadata"]["topic"]
     # Pages, filters and modes.
-    page = user.client.post("/v3/documents/search", json={"query": query, "search_settings": {"limit": 1, "offset": 1}}).json()
+    page = user.client.post(
+        "/v3/documents/search", json={"query": query, "search_settings": {"limit": 1, "offset": 1}}
+    ).json()
     assert [d["id"] for d in page["results"]] == ids[1:2]
     only = user.client.post(
         "/v3/documents/search", json={"query": query, "search_settings": {"filters": {"topic": {"$ne": "while"}}}}
     ).json()["results"]
     assert {d["id"] for d in only} == {docs["for"], docs["try"]}
-    hybrid = user.client.post("/v3/documents/search", json={"query": query, "search_mode": "advanced"}).json()["results"]
+    hybrid = user.client.post(
+        "/v3/documents/search", json={"query": query, "search_mode": "advanced"}
+    ).json()["results"]
     assert hybrid[0]["metadata"]["search_type"] == "hybrid" and len({d["id"] for d in hybrid}) == len(hybrid)
-    bad = user.client.post("/v3/documents/search", json={"query": query, "search_settings": {"filters": {"topic": {"$nope": 1}}}})
+    bad = user.client.post(
+        "/v3/documents/search", json={"query": query, "search_settings": {"filters": {"topic": {"$nope": 1}}}}
+    )
     assert bad.status_code == 422 and "filters.topic.$nope" in bad.json()["detail"]["message"]
 
 
@@ -316,11 +338,12 @@ def test_r2r_client_manages_documents(base_url, make_user) -> None:
     assert client.documents.append_metadata(id=doc, metadata=[{"stage": "final"}]).results.metadata == {
         "tag": tag, "n": 1, "stage": "final"
     }
-    assert client.documents.replace_metadata(id=doc, metadata=[{"tag": tag}, {"n": 1}]).results.metadata == {"tag": tag, "n": 1}
+    replaced = client.documents.replace_metadata(id=doc, metadata=[{"tag": tag}, {"n": 1}])
+    assert replaced.results.metadata == {"tag": tag, "n": 1}
     assert client.documents.list(owner_only=True).total_entries == 2
     assert client.documents.list_collections(id=doc).total_entries == 0
     found = client.documents.search(query="repeated execution while a condition is true", search_settings={"limit": 5})
-    assert [str(d.id) for d in found.results][0] == doc and found.results[0].metadata["search_score"] > 0
+    assert str(found.results[0].id) == doc and found.results[0].metadata["search_score"] > 0
     assert client.documents.delete_by_filter(filters={"tag": tag, "n": {"$eq": 1}}).results.success is True
     assert [str(d.id) for d in client.documents.list().results] == [kept]
     with pytest.raises(r2r.R2RException) as err:

@@ -11,7 +11,6 @@ import pytest
 
 from tests.texts import paragraphs
 
-
 KINDS = {
     "semantic": {},
     "full_text": {"use_fulltext_search": True, "use_semantic_search": False},
@@ -19,7 +18,9 @@ KINDS = {
 }
 
 
-def search(client: httpx.Client, query: str, filters: dict | None = None, limit: int = 100, kind: str = "semantic") -> httpx.Response:
+def search(
+    client: httpx.Client, query: str, filters: dict | None = None, limit: int = 100, kind: str = "semantic"
+) -> httpx.Response:
     settings = {"limit": limit, **KINDS[kind], **({"filters": filters} if filters is not None else {})}
     return client.post("/v3/retrieval/search", json={"query": query, "search_settings": settings})
 
@@ -29,10 +30,14 @@ def two_tenants(make_user):
     a, b = make_user("alice"), make_user("bob")
     a_docs = []
     for t in ("with", "yield", "raise"):
-        r = a.client.post("/v3/documents", data={"raw_text": paragraphs(t, 2), "metadata": json.dumps({"topic": t, "secret": True})})
+        r = a.client.post(
+            "/v3/documents", data={"raw_text": paragraphs(t, 2), "metadata": json.dumps({"topic": t, "secret": True})}
+        )
         assert r.status_code == 201, r.text
         a_docs.append(r.json()["results"]["document_id"])
-    r = b.client.post("/v3/documents", data={"raw_text": paragraphs("async", 1), "metadata": json.dumps({"topic": "async"})})
+    r = b.client.post(
+        "/v3/documents", data={"raw_text": paragraphs("async", 1), "metadata": json.dumps({"topic": "async"})}
+    )
     assert r.status_code == 201, r.text
     return a, b, a_docs, r.json()["results"]["document_id"]
 
@@ -73,8 +78,9 @@ def test_other_users_chunks_never_appear(two_tenants, kind: str) -> None:
 
 
 def test_owner_sees_own_documents_with_the_same_filters(two_tenants) -> None:
-    a, b, a_docs, _ = two_tenants
-    hits = search(a.client, "the with statement", {"document_id": {"$in": a_docs}}).json()["results"]["chunk_search_results"]
+    a, _b, a_docs, _ = two_tenants
+    r = search(a.client, "the with statement", {"document_id": {"$in": a_docs}})
+    hits = r.json()["results"]["chunk_search_results"]
     assert {h["document_id"] for h in hits} == set(a_docs)
 
 
@@ -99,9 +105,15 @@ def test_collection_members_read_shared_documents_only(two_tenants, settings) ->
         ).fetchone()[0]
         conn.execute("INSERT INTO collection_users (collection_id, user_id) VALUES (%s, %s), (%s, %s)",
                      (cid, a.id, cid, b.id))
-        conn.execute("UPDATE documents SET collection_ids = array_append(collection_ids, %s) WHERE id = %s", (cid, shared_doc))
-        conn.execute("UPDATE chunks SET collection_ids = array_append(collection_ids, %s) WHERE document_id = %s", (cid, shared_doc))
-    hits = search(b.client, "the with statement", {"owner_id": {"$eq": str(a.id)}}).json()["results"]["chunk_search_results"]
+        conn.execute(
+            "UPDATE documents SET collection_ids = array_append(collection_ids, %s) WHERE id = %s", (cid, shared_doc)
+        )
+        conn.execute(
+            "UPDATE chunks SET collection_ids = array_append(collection_ids, %s) WHERE document_id = %s",
+            (cid, shared_doc),
+        )
+    r = search(b.client, "the with statement", {"owner_id": {"$eq": str(a.id)}})
+    hits = r.json()["results"]["chunk_search_results"]
     assert hits and {h["document_id"] for h in hits} == {shared_doc}
     assert b.client.get(f"/v3/documents/{shared_doc}").status_code == 200
     assert b.client.delete(f"/v3/documents/{shared_doc}").status_code == 403  # members read, owners change
@@ -109,6 +121,7 @@ def test_collection_members_read_shared_documents_only(two_tenants, settings) ->
 
 
 def test_superuser_sees_everyone(two_tenants, admin: httpx.Client) -> None:
-    a, b, a_docs, b_doc = two_tenants
-    hits = search(admin, "statements", {"document_id": {"$in": a_docs + [b_doc]}}).json()["results"]["chunk_search_results"]
+    _a, _b, a_docs, b_doc = two_tenants
+    r = search(admin, "statements", {"document_id": {"$in": [*a_docs, b_doc]}})
+    hits = r.json()["results"]["chunk_search_results"]
     assert {h["document_id"] for h in hits} == set(a_docs) | {b_doc}

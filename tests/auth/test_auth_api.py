@@ -5,7 +5,6 @@ import pytest
 
 from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD
 
-
 PROTECTED = [
     ("GET", "/v3/users/me"),
     ("GET", "/v3/documents"),

@@ -199,9 +199,10 @@ def test_collection_filter_returns_that_collection_only(shared) -> None:
     secret = create(alice.client)
     assert alice.client.post(f"/v3/collections/{secret['id']}/documents/{shared['private_doc']}").status_code == 200
     for who in (bob, eve):
-        for f in collection_filters(secret["id"]) + [{"collection_ids": {"$overlap": [secret["id"], cid]}}]:
+        for f in [*collection_filters(secret["id"]), {"collection_ids": {"$overlap": [secret["id"], cid]}}]:
             assert shared["private_doc"] not in {h["document_id"] for h in hits(who.client, "generator yield", f)}, f
-    assert {h["document_id"] for h in hits(alice.client, "yield", {"collection_id": secret["id"]})} == {shared["private_doc"]}
+    found = {h["document_id"] for h in hits(alice.client, "yield", {"collection_id": secret["id"]})}
+    assert found == {shared["private_doc"]}
 
 
 def test_removing_a_member_revokes_access_at_once(shared) -> None:
@@ -307,7 +308,8 @@ def test_document_membership_is_kept_in_documents_and_chunks(shared) -> None:
     r = alice.client.delete(f"/v3/collections/{cid}/documents/{doc}")
     assert r.status_code == 200 and r.json()["results"] == {"success": True}
     doc_ids, chunk_ids = collection_ids_in_db(url, doc)
-    assert [str(x) for x in doc_ids] == [second["id"]] and {tuple(str(x) for x in c) for c in chunk_ids} == {(second["id"],)}
+    assert [str(x) for x in doc_ids] == [second["id"]]
+    assert {tuple(str(x) for x in c) for c in chunk_ids} == {(second["id"],)}
     assert alice.client.delete(f"/v3/collections/{cid}/documents/{doc}").status_code == 404
     assert doc not in {h["document_id"] for h in hits(shared["bob"].client, "with statement")}
 
@@ -317,7 +319,9 @@ def test_deleting_a_collection_takes_its_id_out_of_documents_and_chunks(shared) 
     assert alice.client.delete(f"/v3/collections/{cid}").status_code == 200
     with psycopg.connect(url) as conn:
         for table in ("documents", "chunks"):
-            n = conn.execute(f"SELECT count(*) FROM {table} WHERE collection_ids @> ARRAY[%s]::uuid[]", (cid,)).fetchone()[0]
+            n = conn.execute(
+                f"SELECT count(*) FROM {table} WHERE collection_ids @> ARRAY[%s]::uuid[]", (cid,)
+            ).fetchone()[0]
             assert n == 0, table
         assert conn.execute("SELECT count(*) FROM collection_users WHERE collection_id = %s", (cid,)).fetchone()[0] == 0
     assert alice.client.get(f"/v3/documents/{doc}").json()["results"]["collection_ids"] == []  # the document stays

@@ -59,7 +59,7 @@ def ingested(base_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     (docs / "broken.pdf").write_bytes(b"%PDF-1.4\n" + topics["del"].encode()[:200])
     home = tmp_path_factory.mktemp("cli-home")
     args = ["ingest", str(docs), "--base-url", base_url, "--metadata", '{"source": "cli-test"}']
-    result = run(args + ["--email", user.email, "--password", user.password], home)
+    result = run([*args, "--email", user.email, "--password", user.password], home)
     yield Ingested(user, home, docs, result)
     user.client.close()
 

@@ -28,7 +28,9 @@ def status_of(call, *args, **kwargs) -> tuple[int, str]:  # type: ignore[no-unty
 def test_users_update_list_limits_and_delete(base_url: str, make_user, admin: httpx.Client) -> None:
     user, other = make_user("profile"), make_user("victim")
     with user_client(base_url, user) as client, superuser_client(base_url, admin) as su:
-        updated = client.users.update(user.id, name="Ada", bio="writes tests", metadata={"team": "search", "floor": "2"})
+        updated = client.users.update(
+            user.id, name="Ada", bio="writes tests", metadata={"team": "search", "floor": "2"}
+        )
         assert updated["results"]["name"] == "Ada" and updated["results"]["bio"] == "writes tests"
         assert updated["results"]["metadata"] == {"team": "search", "floor": "2"}
         again = client.users.update(user.id, metadata={"floor": None})["results"]  # None removes a key
@@ -174,7 +176,9 @@ def test_document_metadata_search_and_delete_by_filter(base_url: str, make_user)
         def create(client: Client, source: str, **metadata: object) -> str:
             return client.documents.create(raw_text=paragraphs(source, 1), metadata=metadata)["results"]["document_id"]
 
-        old, mid, new = create(a, "for", year=2019, topic="loops"), create(a, "try", year=2020), create(a, "global", year=2024)
+        old = create(a, "for", year=2019, topic="loops")
+        mid = create(a, "try", year=2020)
+        new = create(a, "global", year=2024)
         bobs = create(b, "with", year=2019)
 
         appended = a.documents.append_metadata(new, [{"reviewed": True}, {"topic": "scopes"}])["results"]

@@ -371,7 +371,9 @@ def test_search_basic_mode_is_semantic(corpus: Corpus) -> None:
     assert all("semantic_rank" not in h.metadata for h in hits)
     assert hits[0].metadata["topic"] == "lambda" and hits[0].owner_id == corpus.reader.id
     # SearchMode members, as the SDK's own signature types them.
-    enum_hits = c.retrieval.search(query="anonymous functions created with lambda expressions", search_mode=SearchMode.basic)
+    enum_hits = c.retrieval.search(
+        query="anonymous functions created with lambda expressions", search_mode=SearchMode.basic
+    )
     assert [h.id for h in enum_hits.results.chunk_search_results] == [h.id for h in hits]
 
 
@@ -461,7 +463,8 @@ def test_nested_filters(corpus: Corpus, superuser: R2RClient) -> None:
     }
     assert search_docs(c, nested) == {d["while"], d["with"]}
     assert search_docs(c, {"topic": "lambda"}) == {d["lambda"]}  # R2R's shorthand for $eq
-    assert search_docs(c, {"metadata.kind": {"$in": ["error", "context"]}, "metadata.year": {"$ne": 2023}}) == {d["try"]}
+    kind_not_2023 = {"metadata.kind": {"$in": ["error", "context"]}, "metadata.year": {"$ne": 2023}}
+    assert search_docs(c, kind_not_2023) == {d["try"]}
     assert search_docs(c, {"document_id": {"$nin": [str(d[t]) for t in ("while", "for", "lambda")]}}) == {
         d["try"], d["with"], d["break"]
     }
@@ -529,7 +532,9 @@ def test_pagination_gives_consecutive_pages(corpus: Corpus) -> None:
     hybrid = {"use_hybrid_search": True, "limit": 4}
     whole = c.retrieval.search(query=query, search_settings=hybrid).results.chunk_search_results
     pages = [
-        c.retrieval.search(query=query, search_settings={**hybrid, "limit": 2, "offset": o}).results.chunk_search_results
+        c.retrieval.search(
+            query=query, search_settings={**hybrid, "limit": 2, "offset": o}
+        ).results.chunk_search_results
         for o in (0, 2)
     ]
     assert [h.id for p in pages for h in p] == [h.id for h in whole]

@@ -22,7 +22,7 @@ def fresh(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_starts_with_preloaded_extensions(fresh) -> None:
-    server, url = fresh
+    _server, url = fresh
     notes = prepare_schema(url, 384, "all-MiniLM-L6-v2")
     assert notes == []  # every optional extension is there in the wheel
     with psycopg.connect(url) as conn:
@@ -75,7 +75,7 @@ def test_migrations_are_idempotent_and_refuse_newer_schema(fresh) -> None:
 def test_dimension_mismatch_is_a_clear_error(fresh) -> None:
     _, url = fresh
     prepare_schema(url, 384, "all-MiniLM-L6-v2")
-    with pytest.raises(SchemaError, match="384-dimensional.*768-dimensional"):
+    with pytest.raises(SchemaError, match=r"384-dimensional.*768-dimensional"):
         prepare_schema(url, 768, "some-other-model")
 
 

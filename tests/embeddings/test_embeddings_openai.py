@@ -53,13 +53,16 @@ def server(minilm: MiniLMProvider) -> Iterator[Server]:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             state.requests.append(body)
             if self.path != "/v1/embeddings":
-                return self._send(404, {"error": {"message": f"Unknown path {self.path}"}})
+                self._send(404, {"error": {"message": f"Unknown path {self.path}"}})
+                return
             if self.headers.get("Authorization") != f"Bearer {API_KEY}":
                 error = {"message": "Incorrect API key provided", "type": "invalid_request_error"}
-                return self._send(401, {"error": error})
+                self._send(401, {"error": error})
+                return
             if "dimensions" in body and body["dimensions"] != 384:
                 refusal = "This model does not support specifying dimensions."
-                return self._send(400, {"error": {"message": refusal}})
+                self._send(400, {"error": {"message": refusal}})
+                return
             vectors = minilm.embed_sync(body["input"]) * 3.0  # not unit length: the client normalises
             data = [
                 {"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(vectors)

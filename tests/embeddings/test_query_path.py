@@ -7,10 +7,10 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from pydoc_data.topics import topics
 
 import numpy as np
 import pytest
-from pydoc_data.topics import topics
 
 from ragkeep.config import EmbeddingConfig
 from ragkeep.embeddings import EmbeddingError, create_provider
@@ -110,7 +110,7 @@ def test_openai_provider_counts_with_the_configured_tokenizer(tmp_path: Path) ->
     custom.write_text(json.dumps(data))
     own = create_provider(EmbeddingConfig(**base, tokenizer=custom))
     assert own.tokenizer().encode("Lambda").tokens != stand_in.tokenizer().encode("Lambda").tokens
-    with pytest.raises(EmbeddingError, match="embedding.tokenizer"):
+    with pytest.raises(EmbeddingError, match=r"embedding\.tokenizer"):
         (tmp_path / "broken.json").write_text("{")
         create_provider(EmbeddingConfig(**base, tokenizer=tmp_path / "broken.json"))
     with pytest.raises(EmbeddingError, match="openai provider"):

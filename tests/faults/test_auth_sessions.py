@@ -91,13 +91,16 @@ def test_wrong_current_passwords_end_nothing_and_are_throttled(base_url: str, ma
     mine, other = session(base_url, user), session(base_url, user)
     # From an address of its own (uvicorn trusts X-Forwarded-For from 127.0.0.1), so the test
     # uses up no other test's budget of failures.
-    mine_from = {**bearer(mine["access"]), "X-Forwarded-For": f"198.19.{random.randrange(256)}.{random.randrange(1, 255)}"}
+    address = f"198.19.{random.randrange(256)}.{random.randrange(1, 255)}"
+    mine_from = {**bearer(mine["access"]), "X-Forwarded-For": address}
     limit = settings.auth.login_failures_per_account_address
     body = {"current_password": "not-the-password", "new_password": f"new-{uuid.uuid4().hex}"}
     for _ in range(limit):
         r = httpx.post(f"{base_url}/v3/users/change-password", json=body, headers=mine_from)
         assert r.status_code == 400 and "current_password" in r.json()["detail"]["message"]
-    r = httpx.post(f"{base_url}/v3/users/change-password", json={**body, "current_password": user.password}, headers=mine_from)
+    r = httpx.post(
+        f"{base_url}/v3/users/change-password", json={**body, "current_password": user.password}, headers=mine_from
+    )
     assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
     # Nothing changed: the password and every session are as they were.
     assert me(base_url, mine["access"]) == 200 and me(base_url, other["access"]) == 200

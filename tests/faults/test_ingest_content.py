@@ -18,7 +18,6 @@ import zipfile
 
 import httpx
 import psutil
-import pytest
 
 from tests import support
 
@@ -201,7 +200,10 @@ def test_random_bytes_named_html_are_422(make_user) -> None:  # type: ignore[no-
 
 def test_legacy_html_is_still_read(make_user) -> None:  # type: ignore[no-untyped-def]
     user: support.TestUser = make_user("legacy")
-    page = f'<html><head><meta charset="windows-1252"></head><body><p>Caf\xe9 cr\xe8me {uuid.uuid4().hex}</p></body></html>'
+    page = (
+        '<html><head><meta charset="windows-1252"></head>'
+        f"<body><p>Caf\xe9 cr\xe8me {uuid.uuid4().hex}</p></body></html>"
+    )
     r = user.client.post("/v3/documents", files={"file": ("menu.html", page.encode("cp1252"), "text/html")})
     assert r.status_code in (200, 201), r.text
 
@@ -210,7 +212,10 @@ def test_a_second_file_part_is_422(make_user) -> None:  # type: ignore[no-untype
     user: support.TestUser = make_user("twofiles")
     r = user.client.post(
         "/v3/documents",
-        files=[("file", ("one.txt", b"the first file", "text/plain")), ("file", ("two.txt", b"the second", "text/plain"))],
+        files=[
+            ("file", ("one.txt", b"the first file", "text/plain")),
+            ("file", ("two.txt", b"the second", "text/plain")),
+        ],
     )
     assert r.status_code == 422, f"one file silently ignored: {r.status_code} {r.text}"
     assert "file" in _message(r) and "2 times" in _message(r)

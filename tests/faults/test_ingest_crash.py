@@ -19,13 +19,14 @@ import httpx
 import psycopg
 import pytest
 
-from tests.support.replicas import replicas
 from tests.support import create_database, drop_database, login
+from tests.support.replicas import replicas
 
-WORDS = (
-    "river mountain ledger protocol harbour quantum lattice meadow copper signal archive lantern "
-    "orbit cedar vessel thunder granite saffron beacon tundra glacier prism falcon ember canyon"
-).split()
+WORDS = [
+    "river", "mountain", "ledger", "protocol", "harbour", "quantum", "lattice", "meadow", "copper",
+    "signal", "archive", "lantern", "orbit", "cedar", "vessel", "thunder", "granite", "saffron",
+    "beacon", "tundra", "glacier", "prism", "falcon", "ember", "canyon",
+]
 
 
 def prose(seed: int, size: int) -> bytes:
@@ -121,10 +122,11 @@ def test_a_stuck_row_blocks_only_while_its_replica_lives(server, make_user, sett
         assert holder.execute("SELECT pg_try_advisory_lock(%s, %s)", (LEASE_CLASS, live_key)).fetchone()[0]
         # Both rows put back in flight, as a replica killed while embedding leaves them.
         lease = _has_lease_column(conn)
-        for doc_id, key in zip(ids, (live_key, dead_key)):
+        for doc_id, key in zip(ids, (live_key, dead_key), strict=True):
             if lease:
                 conn.execute(
-                    "UPDATE documents SET ingestion_status = 'embedding', ingest_lease = %s WHERE id = %s", (key, doc_id)
+                    "UPDATE documents SET ingestion_status = 'embedding', ingest_lease = %s WHERE id = %s",
+                    (key, doc_id),
                 )
             else:  # the code before leases: a fresh row in flight
                 conn.execute("UPDATE documents SET ingestion_status = 'embedding' WHERE id = %s", (doc_id,))

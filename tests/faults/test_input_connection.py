@@ -22,8 +22,8 @@ import pytest
 from fastapi import Request
 
 from ragkeep.config import Settings
-from tests.support.hostile import Hostile, hostile_requests, upload_ready
 from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, ServerThread, free_port, make_settings, register
+from tests.support.hostile import Hostile, hostile_requests, upload_ready
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
+from tests.support import ServerThread, TestUser
 from tests.support.hostile import (
     DASHES,
     FULL_TEXT,
@@ -24,7 +25,6 @@ from tests.support.hostile import (
     hostile_requests,
     upload_ready,
 )
-from tests.support import ServerThread, TestUser
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +160,8 @@ def test_nul_in_login_and_registration(base_url: str) -> None:
     r = httpx.post(f"{base_url}/v3/users/login", data={"username": "a@ragkeep.test", "password": "x\x00" * 6})
     assert r.status_code == 422, r.text
     for email in ("a\x00b@ragkeep.test", "a\ud800b@ragkeep.test"):
-        body = '{"email": "%s", "password": "long-enough-password"}' % email.encode("ascii", "backslashreplace").decode().replace("\\x00", "\\u0000")
+        escaped = email.encode("ascii", "backslashreplace").decode().replace("\\x00", "\\u0000")
+        body = f'{{"email": "{escaped}", "password": "long-enough-password"}}'
         r = httpx.post(f"{base_url}/v3/users", content=body, headers={"Content-Type": "application/json"})
         assert r.status_code == 422, (email, r.text)
 

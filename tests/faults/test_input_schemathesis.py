@@ -78,7 +78,8 @@ def _run(api_schema, headers: dict[str, str]) -> list[str]:
                 pass
             except (Exception, BaseExceptionGroup) as e:  # a check failed (the shrunk example's error)
                 text = str(e).strip()
-                failures.append(f"{name} ({mode.value}): {text.splitlines()[0][:300] if text else type(e).__name__}\n{text[:1500]}")
+                first = text.splitlines()[0][:300] if text else type(e).__name__
+                failures.append(f"{name} ({mode.value}): {first}\n{text[:1500]}")
     assert calls > 100, f"only {calls} requests: the schema was not exercised"
     print(f"schemathesis: {calls} requests")
     return failures

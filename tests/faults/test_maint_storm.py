@@ -56,7 +56,8 @@ def storm_server(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         seed_chunks(storm_url, user.id, 900)
         with psycopg.connect(storm_url, autocommit=True) as conn:
             conn.execute(
-                f"CREATE INDEX {INDEX} ON chunks USING hnsw (embedding vector_cosine_ops) WITH (m = 4, ef_construction = 16)"
+                f"CREATE INDEX {INDEX} ON chunks USING hnsw (embedding vector_cosine_ops) "
+                "WITH (m = 4, ef_construction = 16)"
             )
         yield srv
 
@@ -73,11 +74,16 @@ def storm_admin(storm_server: ServerThread) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="module")
-def replica_admin(storm_server: ServerThread, storm_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+def replica_admin(
+    storm_server: ServerThread, storm_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[httpx.Client]:
     """A second server process's worth of maintenance on the same database (a replica): its
     queued runs can only wait for the first one's through PostgreSQL."""
     home: Path = tmp_path_factory.mktemp("storm-replica-home")
-    with ServerThread(make_settings(home, storm_url)) as srv, login(srv.base_url, ADMIN_EMAIL, ADMIN_PASSWORD) as client:
+    with (
+        ServerThread(make_settings(home, storm_url)) as srv,
+        login(srv.base_url, ADMIN_EMAIL, ADMIN_PASSWORD) as client,
+    ):
         yield client
 
 
@@ -262,7 +268,9 @@ def test_a_reindex_run_drops_leftovers_and_never_rebuilds_them(storm_admin: http
     assert not [n for n in indexes if LEFTOVER.search(n)], sorted(indexes)
 
 
-def test_the_start_up_repair_drops_leftovers_instead_of_rebuilding_them(storm_server: ServerThread, storm_url: str) -> None:
+def test_the_start_up_repair_drops_leftovers_instead_of_rebuilding_them(
+    storm_server: ServerThread, storm_url: str
+) -> None:
     invalid = make_failed_reindex(storm_url)
     valid = f"{INDEX}_ccnew1"
     make_valid_copy(storm_url, valid)

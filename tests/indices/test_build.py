@@ -82,7 +82,9 @@ def test_build_shows_progress_plan_and_warms(admin, tenant, settings) -> None:
 def test_warm_on_demand_refills_shared_buffers(admin, make_user, settings) -> None:
     name = "ix_test_warm"
     with psycopg.connect(settings.database.url, autocommit=True) as conn:
-        conn.execute(f"CREATE INDEX {name} ON chunks USING hnsw (embedding vector_l2_ops) WITH (m = 4, ef_construction = 8)")
+        conn.execute(
+            f"CREATE INDEX {name} ON chunks USING hnsw (embedding vector_l2_ops) WITH (m = 4, ef_construction = 8)"
+        )
     try:
         with psycopg.connect(settings.database.url, autocommit=True) as conn:
             # Evict the index (pg_buffercache 1.5+): the list must then show a cold index.
@@ -102,8 +104,10 @@ def test_warm_on_demand_refills_shared_buffers(admin, make_user, settings) -> No
 
 
 def test_tenant_promotion_builds_a_registered_partial_index(admin, tenant, settings) -> None:
-    r = admin.post("/v3/indices", json={"config": {"index_method": "hnsw", "index_arguments": {"m": 8, "ef_construction": 32}},
-                                        "filters": {"owner_id": {"$eq": str(tenant)}}})
+    r = admin.post("/v3/indices", json={
+        "config": {"index_method": "hnsw", "index_arguments": {"m": 8, "ef_construction": 32}},
+        "filters": {"owner_id": {"$eq": str(tenant)}},
+    })
     assert r.status_code == 202, r.text
     name = r.json()["results"]["index_name"]
     try:
@@ -171,7 +175,9 @@ def test_cap_too_small_warns_in_the_response(admin, server, tenant, settings) ->
     builder.config = IndicesConfig(build_memory_cap_mb=64, prewarm=False)
     name = "ix_test_capped"
     try:
-        r = admin.post("/v3/indices", json={"config": {"index_name": name, "index_arguments": {"m": 100, "ef_construction": 200}}})
+        r = admin.post(
+            "/v3/indices", json={"config": {"index_name": name, "index_arguments": {"m": 100, "ef_construction": 200}}}
+        )
         assert r.status_code == 202, r.text
         res = r.json()["results"]
         assert "Warning:" in res["message"] and "build_memory_cap_mb" in res["message"]

@@ -65,14 +65,18 @@ def test_ivfflat_estimate_covers_pgvector_requirement(probe) -> None:
     lists = 100
     conn.execute("SET maintenance_work_mem = '1MB'")
     with pytest.raises(psycopg.errors.ProgramLimitExceeded) as e:
-        conn.execute(f"CREATE INDEX ix_mem_ivf ON ix_mem_probe USING ivfflat (embedding vector_l2_ops) WITH (lists = {lists})")
+        conn.execute(
+            f"CREATE INDEX ix_mem_ivf ON ix_mem_probe USING ivfflat (embedding vector_l2_ops) WITH (lists = {lists})"
+        )
     required_mb = int(re.search(r"memory required is (\d+) MB", str(e.value)).group(1))  # type: ignore[union-attr]
     estimate = ivfflat_bytes(ROWS, dim, lists)
     assert estimate > (required_mb - 1) * MIB
     # With the estimate as maintenance_work_mem the build succeeds; our headroom is on top of it.
     conn.execute("SELECT set_config('maintenance_work_mem', %s, false)", (f"{math.ceil(estimate / MIB)}MB",))
     try:
-        conn.execute(f"CREATE INDEX ix_mem_ivf ON ix_mem_probe USING ivfflat (embedding vector_l2_ops) WITH (lists = {lists})")
+        conn.execute(
+            f"CREATE INDEX ix_mem_ivf ON ix_mem_probe USING ivfflat (embedding vector_l2_ops) WITH (lists = {lists})"
+        )
     finally:
         conn.execute("DROP INDEX IF EXISTS ix_mem_ivf")
         conn.execute("RESET maintenance_work_mem")

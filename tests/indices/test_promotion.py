@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import psycopg
 import pytest
@@ -56,7 +57,7 @@ def test_promotes_the_largest_user_in_its_hour_once_and_one_build_at_a_time(db: 
             for rec in list(builder.records.values()):
                 await rec.task
             spans = sorted((r.started_at, r.finished_at) for r in builder.records.values())
-            assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+            assert all(a[1] <= b[0] for a, b in pairwise(spans))
             rows = {r[0]: r for r in registered(db)}
             assert rows[bigger][1] is True and str(bigger) in rows[bigger][2]
             if big not in rows:  # the next check promotes the next user

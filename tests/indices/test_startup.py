@@ -131,7 +131,10 @@ def test_an_index_being_built_is_not_touched(owner, settings) -> None:
 def test_warm_all_warms_valid_indexes(server, settings) -> None:
     url = settings.database.url
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE INDEX ix_test_startwarm ON chunks USING hnsw (embedding vector_l2_ops) WITH (m = 4, ef_construction = 8)")
+        conn.execute(
+            "CREATE INDEX ix_test_startwarm ON chunks USING hnsw (embedding vector_l2_ops) "
+            "WITH (m = 4, ef_construction = 8)"
+        )
     try:
         builder = IndexBuilder(url, IndicesConfig())
         names = asyncio.run(warm_all(builder))

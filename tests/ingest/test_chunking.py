@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import base64
 import re
+from itertools import pairwise
 from pathlib import Path
+from pydoc_data.topics import topics
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydoc_data.topics import topics
 
 from ragkeep.ingest.chunking import chunk_spans, chunk_text
 
@@ -46,7 +47,7 @@ def check(text: str, chunk_size: int, overlap: int) -> list[tuple[int, int]]:
         assert 0 <= a < b <= len(text)
         assert b - a <= chunk_size
         assert not text[a].isspace() and not text[b - 1].isspace()
-    for (a, b), (c, d) in zip(spans, spans[1:]):
+    for (a, b), (c, d) in pairwise(spans):
         assert a < c and b < d, "chunks must make progress"
         if c >= b:  # no overlap: only whitespace may be skipped
             assert not text[b:c].strip()
@@ -111,7 +112,7 @@ def test_consecutive_chunks_share_about_overlap_characters() -> None:
     shared = []
     for text in CORPUS.values():
         spans = chunk_spans(text, 800, 100)
-        for (_, b), (c, _) in zip(spans, spans[1:]):
+        for (_, b), (c, _) in pairwise(spans):
             shared.append(b - c)
             assert text[c:b] == text[c:b].strip()
     assert shared, "the corpus must be long enough to need several chunks"
@@ -123,7 +124,7 @@ def test_consecutive_chunks_share_about_overlap_characters() -> None:
 def test_no_overlap_when_overlap_is_zero() -> None:
     for text in CORPUS.values():
         spans = chunk_spans(text, 300, 0)
-        assert all(c >= b for (_, b), (c, _) in zip(spans, spans[1:]))
+        assert all(c >= b for (_, b), (c, _) in pairwise(spans))
 
 
 def _paragraphs(max_len: int) -> list[str]:
@@ -175,7 +176,7 @@ def test_only_words_longer_than_a_chunk_are_split() -> None:
     token = base64.b64encode(PROSE[:3000].encode()).decode()  # ~4000 characters, no spaces
     fitting = [token[:800], token[:790], token[:750], token[:701]]
     words = topics["assert"].split()
-    parts = words[:60] + [fitting[0]] + words[60:90] + [token] + words[90:150] + fitting[1:] + words[150:]
+    parts = [*words[:60], fitting[0], *words[60:90], token, *words[90:150], *fitting[1:], *words[150:]]
     text = " ".join(parts)
     spans = check(text, 800, 100)
     chunks = [text[a:b] for a, b in spans]

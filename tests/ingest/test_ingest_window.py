@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from pydoc_data.topics import topics
 from typing import Any
 
 import numpy as np
-from pydoc_data.topics import topics
 
 from ragkeep.embeddings.tokenizer import minilm_tokenizer
 from tests.support import ServerThread
@@ -17,7 +17,9 @@ from tests.support import ServerThread
 TOKENIZER = minilm_tokenizer()
 GPL = Path("/usr/share/common-licenses/GPL-3")
 LONG_DOCUMENTS = {
-    "reference.txt": "\n\n".join(topics[k] for k in ("assignment", "compound", "exprlists", "formatstrings", "typesseq")),
+    "reference.txt": "\n\n".join(
+        topics[k] for k in ("assignment", "compound", "exprlists", "formatstrings", "typesseq")
+    ),
     "licence.txt": GPL.read_text(encoding="utf-8") if GPL.is_file() else topics["datamodel"],
 }
 
@@ -58,7 +60,7 @@ def test_ready_made_chunks_beyond_the_window_are_refused(server: ServerThread, m
     short = topics["pass"][:300]
     r = user.client.post("/v3/documents", data={"chunks": json.dumps([short, long_chunk])})
     assert r.status_code == 422, r.text
-    message = r.json()["detail"] if "detail" in r.json() else r.text
+    message = r.json().get("detail", r.text)
     assert "chunks[1]" in str(message) and "256" in str(message)
     # Nothing was stored.
     listed = user.client.get("/v3/documents").json()["results"]

@@ -20,7 +20,7 @@ def test_a_parse_past_its_time_is_killed_and_the_pool_goes_on() -> None:
         try:
             assert (await pool.parse(b"warm up", "a.txt", None)).text == "warm up"
             first = pool._idle[0].process
-            with pytest.raises(ParseLimitExceeded, match="ingestion.parse_timeout_seconds"):
+            with pytest.raises(ParseLimitExceeded, match=r"ingestion\.parse_timeout_seconds"):
                 await pool.parse(many_paragraphs(1_000_000), "slow.docx", None)
             assert first.poll() is not None  # the worker was killed
             assert (await pool.parse(b"after", "b.txt", None)).text == "after"

@@ -15,11 +15,11 @@ import io
 import json
 import re
 from pathlib import Path
+from pydoc_data.topics import topics
 
 import docx
 import pytest
 from fpdf import FPDF
-from pydoc_data.topics import topics
 
 from ragkeep.ingest.parsers import (
     SUPPORTED_TYPES,
@@ -222,7 +222,7 @@ def test_html_lists_line_breaks_and_tables() -> None:
     lines = [" ".join(line.split()) for line in topics["operator-summary"].splitlines() if line.strip()][:12]
     items = "".join(f"<li>{html.escape(line)}</li>" for line in lines[:4])
     verse = "<br>".join(html.escape(line) for line in lines[4:8])
-    pairs = list(zip(lines[8:10], lines[10:12]))
+    pairs = list(zip(lines[8:10], lines[10:12], strict=True))
     cells = "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td></tr>" for a, b in pairs)
     page = f"<ul>{items}</ul><p>{verse}</p><table>{cells}</table>"
     doc = parse_document(page.encode(), "summary.htm")
@@ -396,7 +396,7 @@ def test_pdf_without_text_may_be_scanned() -> None:
     pdf.add_page()
     pdf.rect(20, 20, 170, 250)
     pdf.line(20, 20, 190, 270)
-    with pytest.raises(DocumentParseError, match="no extractable text.*scanned"):
+    with pytest.raises(DocumentParseError, match=r"no extractable text.*scanned"):
         parse_document(bytes(pdf.output()), "scan.pdf")
 
 
@@ -533,7 +533,7 @@ def test_empty_file(doc_type: str) -> None:
 
 def test_whitespace_only_text_file() -> None:
     with pytest.raises(DocumentParseError, match="document contains no text"):
-        parse_document(" \n\t\r\n\n".encode(), "blank.txt")
+        parse_document(b" \n\t\r\n\n", "blank.txt")
 
 
 def test_every_type_rejects_the_other_types_with_a_parse_error() -> None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+from itertools import pairwise
 from pathlib import Path
+from pydoc_data.topics import topics
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydoc_data.topics import topics
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from ragkeep.config import ConfigError, IngestionConfig
@@ -29,7 +30,7 @@ LICENCES = [
     for p in sorted(Path("/usr/share/common-licenses").glob("*"))
     if p.is_file() and not p.is_symlink()
 ]
-LONG_TEXTS = LICENCES + ["\n\n".join(v for _, v in sorted(topics.items()))]
+LONG_TEXTS = [*LICENCES, "\n\n".join(v for _, v in sorted(topics.items()))]
 WORD = re.compile(r"\S+")
 
 
@@ -54,7 +55,7 @@ def check(chunker: TokenChunker, text: str) -> list[tuple[int, int]]:
         assert ids == alone, f"ids differ for {piece[:80]!r}"
         n = len(alone)
         assert n <= chunker.chunk_size, f"{n} tokens > {chunker.chunk_size}: {piece[:80]!r}"
-    for (a, b), (c, d) in zip(spans, spans[1:]):
+    for (a, b), (c, d) in pairwise(spans):
         assert a < c and b <= d, "chunks make progress"
     # Every word is inside some chunk (a word longer than a chunk may be spread over several).
     covered = 0
@@ -93,7 +94,7 @@ def test_overlap_is_at_most_the_setting_in_tokens() -> None:
     text = LICENCES[0] if LICENCES else topics["assignment"]
     spans = check(chunker, text)
     overlapping = 0
-    for (a, b), (c, _) in zip(spans, spans[1:]):
+    for (_, b), (c, _) in pairwise(spans):
         if c < b:
             overlapping += 1
             assert len(TOKENIZER.encode(text[c:b], add_special_tokens=False).ids) <= 24
@@ -152,7 +153,7 @@ def test_chunk_size_defaults_to_the_window_and_may_not_exceed_it() -> None:
     assert IngestionConfig().chunk_tokens(128) == 128
     assert IngestionConfig().chunk_tokens(8191) == 256
     assert IngestionConfig(chunk_size=200).chunk_tokens(256) == 200
-    with pytest.raises(ConfigError, match="ingestion.chunk_size .300 tokens. is larger than .* 256"):
+    with pytest.raises(ConfigError, match=r"ingestion.chunk_size .300 tokens. is larger than .* 256"):
         IngestionConfig(chunk_size=300).chunk_tokens(256)
 
 
@@ -162,7 +163,9 @@ ODD = ["\u2028", "\x1c", "\x85", "\u00a0", "\u3000", "\u200b", "é", "ﬁ", "\t"
 
 @settings(max_examples=150, deadline=None)
 @given(
-    parts=st.lists(st.one_of(st.sampled_from(VOCABULARY), st.sampled_from([" ", " ", "\n"]), st.sampled_from(ODD)), max_size=300),
+    parts=st.lists(
+        st.one_of(st.sampled_from(VOCABULARY), st.sampled_from([" ", " ", "\n"]), st.sampled_from(ODD)), max_size=300
+    ),
     chunk_size=st.integers(8, 64),
     overlap_fraction=st.floats(0, 0.9),
 )

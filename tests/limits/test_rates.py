@@ -42,7 +42,8 @@ def test_global_per_min_refuses_with_retry_after_and_does_not_count_refusals(
     assert r.status_code == 429, r.text
     d = detail(r)
     assert (d["limit_name"], d["limit"], d["used"]) == ("global_per_min", 5, 5)
-    assert "global_per_min" in d["message"] and "5 requests this minute" in d["message"] and "limit is 5" in d["message"]
+    assert "global_per_min" in d["message"]
+    assert "5 requests this minute" in d["message"] and "limit is 5" in d["message"]
     retry = int(r.headers["Retry-After"])
     assert 1 <= retry <= 60 and f"retry in {retry} s" in d["message"]
 
@@ -60,7 +61,9 @@ def test_route_override_limits_one_route_template_only(make_user, admin: httpx.C
     """A route is its template (/v3/documents/{document_id}): two documents are one route."""
     user = make_user("route")
     ids = [
-        user.client.post("/v3/documents", data={"raw_text": f"note {i} {uuid.uuid4().hex}"}).json()["results"]["document_id"]
+        user.client.post(
+            "/v3/documents", data={"raw_text": f"note {i} {uuid.uuid4().hex}"}
+        ).json()["results"]["document_id"]
         for i in range(3)
     ]
     set_limits(admin, user, {"route_overrides": {"/v3/documents/{document_id}": {"route_per_min": 2}}})
@@ -86,7 +89,9 @@ def test_monthly_limit(make_user, admin: httpx.Client, db: psycopg.Connection) -
     r = user.client.get("/v3/users/me")
     assert r.status_code == 429 and detail(r)["limit_name"] == "monthly_limit"
     assert "this month" in detail(r)["message"]
-    left = db.execute("SELECT extract(epoch FROM date_trunc('month', now(), 'UTC') + interval '1 month' - now())").fetchone()[0]
+    left = db.execute(
+        "SELECT extract(epoch FROM date_trunc('month', now(), 'UTC') + interval '1 month' - now())"
+    ).fetchone()[0]
     assert abs(int(r.headers["Retry-After"]) - float(left)) < 10
 
 
@@ -160,7 +165,9 @@ def test_routes_without_a_caller_are_not_limited(base_url: str, make_user, admin
     assert user.client.get("/v3/users/me").status_code == 200
     assert user.client.get("/v3/users/me").status_code == 429
     stale = {"Authorization": "Bearer not-a-token"}
-    r = httpx.post(f"{base_url}/v3/users/login", data={"username": user.email, "password": user.password}, headers=stale)
+    r = httpx.post(
+        f"{base_url}/v3/users/login", data={"username": user.email, "password": user.password}, headers=stale
+    )
     assert r.status_code == 200, r.text
     refresh = r.json()["results"]["refresh_token"]["token"]
     r = httpx.post(f"{base_url}/v3/users/refresh-token", json=refresh, headers=stale)
@@ -218,7 +225,7 @@ def test_old_windows_are_deleted(make_user, db: psycopg.Connection, settings) ->
         ("month", "", timedelta(days=70)): True,
         ("month", "", timedelta(0)): False,
     }
-    for (period, route, age), _ in rows.items():
+    for period, route, age in rows:
         trunc = "minute" if period == "minute" else "month"
         db.execute(
             f"""INSERT INTO rate_counters (user_id, period, route, window_start, count)
@@ -232,5 +239,7 @@ def test_old_windows_are_deleted(make_user, db: psycopg.Connection, settings) ->
             return await ratelimit.delete_old_windows(conn)
 
     assert asyncio.run(run()) >= 3
-    left = db.execute("SELECT period, route FROM rate_counters WHERE user_id = %s ORDER BY period", (user.id,)).fetchall()
+    left = db.execute(
+        "SELECT period, route FROM rate_counters WHERE user_id = %s ORDER BY period", (user.id,)
+    ).fetchall()
     assert left == [("minute", ""), ("month", "")]

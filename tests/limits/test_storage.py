@@ -134,7 +134,8 @@ def test_a_document_past_the_chunk_limit_is_refused_whole(
     after = stored(db, user)
     assert after[1] == after[3] == before[1], "no chunk of the refused document was written"
     failed = db.execute(
-        "SELECT ingestion_status, error, chunk_count FROM documents WHERE owner_id = %s AND ingestion_status = 'failed'",
+        "SELECT ingestion_status, error, chunk_count FROM documents "
+        "WHERE owner_id = %s AND ingestion_status = 'failed'",
         (user.id,),
     ).fetchall()
     assert len(failed) == 1 and failed[0][2] == 0 and "max_chunks" in failed[0][1]
@@ -167,7 +168,8 @@ def test_concurrent_chunk_writes_at_the_limit_never_end_over(
     bodies = [vector_chunks(2, f"cr-{i}-{uuid.uuid4().hex}") for i in range(16)]
 
     def post(i: int) -> int:
-        with httpx.Client(base_url=str(clients[i % 2].base_url), headers=dict(clients[i % 2].headers), timeout=120) as c:
+        client = clients[i % 2]
+        with httpx.Client(base_url=str(client.base_url), headers=dict(client.headers), timeout=120) as c:
             return c.post("/v3/documents", data={"chunks": bodies[i]}).status_code
 
     with ThreadPoolExecutor(max_workers=16) as pool:
@@ -246,8 +248,10 @@ def test_upload_size_by_type_override_and_configuration(make_user, admin: httpx.
     on_replica = login(replica.base_url, other.email, other.password)
     try:
         r = on_replica.post("/v3/documents", files={"file": ("big.md", b"# t\n" + b"m" * 70, "text/markdown")})
-        assert r.status_code == 413 and detail(r)["limit_name"] == "max_upload_size_by_type.md" and detail(r)["limit"] == 64
-        assert on_replica.post("/v3/documents", files={"file": ("ok.md", b"# t\nfine", "text/markdown")}).status_code == 201
+        assert r.status_code == 413
+        assert detail(r)["limit_name"] == "max_upload_size_by_type.md" and detail(r)["limit"] == 64
+        r = on_replica.post("/v3/documents", files={"file": ("ok.md", b"# t\nfine", "text/markdown")})
+        assert r.status_code == 201
     finally:
         on_replica.close()
 

@@ -22,7 +22,9 @@ def start(admin: httpx.Client, body: dict | None = None) -> dict:
     return run
 
 
-def test_manual_vacuum_records_dead_tuples_before_and_after(maint_admin: httpx.Client, maint_base_url: str, maint_url: str) -> None:
+def test_manual_vacuum_records_dead_tuples_before_and_after(
+    maint_admin: httpx.Client, maint_base_url: str, maint_url: str
+) -> None:
     user = register(maint_base_url, "vac")
     seed_chunks(maint_url, user.id, 400)
     deleted = delete_chunks(maint_url, user.id, 2)
@@ -48,12 +50,15 @@ def test_manual_vacuum_records_dead_tuples_before_and_after(maint_admin: httpx.C
     assert run["dead_tuples_after"] == sum(i["dead_tuples_after"] for i in items.values())
     assert run["bytes_reclaimed"] == run["bytes_before"] - run["bytes_after"]
     started, finished = datetime.fromisoformat(run["started_at"]), datetime.fromisoformat(run["finished_at"])
-    assert started <= finished and run["duration_seconds"] == pytest.approx((finished - started).total_seconds(), abs=0.01)
+    assert started <= finished
+    assert run["duration_seconds"] == pytest.approx((finished - started).total_seconds(), abs=0.01)
     assert dead_tuples(maint_url, "chunks") == 0
     assert run["error"] is None and ":" in run["replica"]
 
 
-def test_full_vacuum_reclaims_space_and_only_when_asked(maint_admin: httpx.Client, maint_base_url: str, maint_url: str) -> None:
+def test_full_vacuum_reclaims_space_and_only_when_asked(
+    maint_admin: httpx.Client, maint_base_url: str, maint_url: str
+) -> None:
     user = register(maint_base_url, "full")
     seed_chunks(maint_url, user.id, 1500)
     delete_chunks(maint_url, user.id, 1)  # every chunk of this user
@@ -110,25 +115,35 @@ def test_routes_are_for_superusers_only(maint_base_url: str) -> None:
 
 
 def test_history_is_paginated_newest_first(maint_admin: httpx.Client) -> None:
-    ids = [wait_for_run(maint_admin, start(maint_admin, {"tables": ["users"], "analyze": False})["id"])["id"] for _ in range(3)]
+    ids = [
+        wait_for_run(maint_admin, start(maint_admin, {"tables": ["users"], "analyze": False})["id"])["id"]
+        for _ in range(3)
+    ]
     page = maint_admin.get("/v3/system/maintenance", params={"limit": 2, "task": "vacuum", "trigger": "manual"}).json()
     total = page["total_entries"]
     assert total >= 3 and [r["id"] for r in page["results"]] == sorted(ids, reverse=True)[:2]
     rest = maint_admin.get("/v3/system/maintenance", params={"offset": 2, "limit": 1000, "trigger": "manual"}).json()
     assert rest["total_entries"] == total and len(rest["results"]) == total - 2
     assert rest["results"][0]["id"] == min(ids) and rest["results"][0]["options"]["analyze"] is False
-    assert maint_admin.get("/v3/system/maintenance", params={"offset": total}).json() == {"results": [], "total_entries": total}
-    assert maint_admin.get("/v3/system/maintenance", params={"task": "reindex", "trigger": "schedule"}).json()["results"] == []
+    past_the_end = maint_admin.get("/v3/system/maintenance", params={"offset": total}).json()
+    assert past_the_end == {"results": [], "total_entries": total}
+    scheduled = maint_admin.get("/v3/system/maintenance", params={"task": "reindex", "trigger": "schedule"}).json()
+    assert scheduled["results"] == []
     resp = maint_admin.get("/v3/system/maintenance", params={"task": "analyse"})
     assert resp.status_code == 422 and "task" in resp.json()["detail"]["message"]
     resp = maint_admin.get("/v3/system/maintenance/999999")
     assert resp.status_code == 404 and "999999" in resp.json()["detail"]["message"]
 
 
-def test_reindex_is_recommended_then_run_before_the_vacuum(maint_admin: httpx.Client, maint_base_url: str, maint_url: str) -> None:
+def test_reindex_is_recommended_then_run_before_the_vacuum(
+    maint_admin: httpx.Client, maint_base_url: str, maint_url: str
+) -> None:
     user = register(maint_base_url, "reindex")
     with psycopg.connect(maint_url, autocommit=True) as conn:
-        conn.execute("CREATE INDEX maint_test_hnsw ON chunks USING hnsw (embedding vector_cosine_ops) WITH (m = 4, ef_construction = 8)")
+        conn.execute(
+            "CREATE INDEX maint_test_hnsw ON chunks USING hnsw (embedding vector_cosine_ops) "
+            "WITH (m = 4, ef_construction = 8)"
+        )
     try:
         seed_chunks(maint_url, user.id, 600)
         wait_for_run(maint_admin, start(maint_admin, {"tables": ["chunks"]})["id"])  # a clean start
@@ -155,7 +170,8 @@ def test_reindex_is_recommended_then_run_before_the_vacuum(maint_admin: httpx.Cl
         assert datetime.fromisoformat(child["finished_at"]) <= datetime.fromisoformat(run["started_at"])
         with psycopg.connect(maint_url) as conn:
             valid = conn.execute(
-                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = 'maint_test_hnsw'"
+                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE c.relname = 'maint_test_hnsw'"
             ).fetchall()
         assert valid == [(True,)]
         advice = maint_admin.get("/v3/system/status").json()["results"]["maintenance"]["reindex_advice"]

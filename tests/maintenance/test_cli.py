@@ -42,7 +42,8 @@ def test_vacuum_json_with_reindex_and_no_analyze(maint_base_url: str, tmp_path: 
     result = run(["vacuum", "-t", "chunks", "--no-analyze", "--reindex", "--json"], tmp_path, maint_base_url)
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    assert out["run"]["status"] == "succeeded" and out["run"]["options"] == {"analyze": False, "full": False, "reindex": True}
+    assert out["run"]["status"] == "succeeded"
+    assert out["run"]["options"] == {"analyze": False, "full": False, "reindex": True}
     # No vector index here: the reindex run records that there was nothing to rebuild.
     assert [c["task"] for c in out["reindex_runs"]] == ["reindex"] and out["reindex_runs"][0]["items"] == []
 

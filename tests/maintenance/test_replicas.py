@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import psycopg
@@ -102,7 +103,7 @@ def test_three_replicas_run_each_tick_once_and_never_overlap(replicas: tuple[str
 
     # Never two at once: sorted by start, each run starts after the previous one finished.
     ran = sorted((r for r in rows if r[2] is not None and r[1] != "skipped"), key=lambda r: r[2])
-    for previous, current in zip(ran, ran[1:]):
+    for previous, current in pairwise(ran):
         assert previous[3] is not None and current[2] >= previous[3], (previous, current)
 
     # Every replica tried every tick; exactly one got it. (Read from the replicas' logs.)
@@ -113,7 +114,8 @@ def test_three_replicas_run_each_tick_once_and_never_overlap(replicas: tuple[str
         for m in re.finditer(r"maintenance tick (\S+): (claimed as run|already claimed)", r.log.read_text()):
             attempts.setdefault(m.group(1), Counter())[m.group(2)] += 1
     for t in ticks:
-        assert attempts.get(t.isoformat()) == Counter({"claimed as run": 1, "already claimed": 2}), (t, attempts.get(t.isoformat()))
+        seen = attempts.get(t.isoformat())
+        assert seen == Counter({"claimed as run": 1, "already claimed": 2}), (t, seen)
     claimed = sum(s["maintenance"]["ticks_claimed_here"] for s in statuses)
     elsewhere = sum(s["maintenance"]["ticks_claimed_elsewhere"] for s in statuses)
     assert all(s["maintenance"]["scheduler_running"] and s["maintenance"]["next_run"] for s in statuses)
@@ -130,7 +132,7 @@ def test_three_replicas_run_each_tick_once_and_never_overlap(replicas: tuple[str
         "run_seconds_max": round(max(durations), 3),
         "run_seconds_median": round(sorted(durations)[len(durations) // 2], 3),
         "min_gap_between_runs_seconds": round(
-            min((b[2] - a[3]).total_seconds() for a, b in zip(ran, ran[1:])), 3
+            min((b[2] - a[3]).total_seconds() for a, b in pairwise(ran)), 3
         ),
     }
     print("three-replica scheduler:", json.dumps(summary))

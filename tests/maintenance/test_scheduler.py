@@ -14,8 +14,7 @@ import pytest
 
 from ragkeep.config import MaintenanceConfig, Settings
 from ragkeep.db.database import prepare_schema
-from ragkeep.maintenance import Maintenance, RunOptions, next_tick
-from ragkeep.maintenance import history
+from ragkeep.maintenance import Maintenance, RunOptions, history, next_tick
 from ragkeep.maintenance.history import MAINTENANCE_LOCK_ID
 from tests.maintenance.helpers import delete_chunks, seed_chunks
 
@@ -56,7 +55,8 @@ def test_next_tick_reads_five_and_six_field_cron() -> None:
     assert next_tick("*/15 * * * *", base) == datetime(2030, 5, 1, 12, 15, tzinfo=UTC)
     # The sixth field is seconds (croniter's convention), so a schedule can fire every few seconds.
     assert next_tick("* * * * * */3", base) == datetime(2030, 5, 1, 12, 0, 3, tzinfo=UTC)
-    assert next_tick("* * * * * */3", datetime(2030, 5, 1, 12, 0, 3, tzinfo=UTC)) == datetime(2030, 5, 1, 12, 0, 6, tzinfo=UTC)
+    on_a_tick = datetime(2030, 5, 1, 12, 0, 3, tzinfo=UTC)
+    assert next_tick("* * * * * */3", on_a_tick) == datetime(2030, 5, 1, 12, 0, 6, tzinfo=UTC)
 
 
 def test_a_late_replica_does_not_run_a_tick_that_already_ran(url: str) -> None:
@@ -139,7 +139,9 @@ def test_thresholds_skip_quiet_tables_on_schedule(url: str) -> None:
 def test_auto_reindex_runs_at_the_tick_before_the_vacuum(url: str) -> None:
     owner = make_owner(url)
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE INDEX sched_hnsw ON chunks USING hnsw (embedding vector_l2_ops) WITH (m = 4, ef_construction = 8)")
+        conn.execute(
+            "CREATE INDEX sched_hnsw ON chunks USING hnsw (embedding vector_l2_ops) WITH (m = 4, ef_construction = 8)"
+        )
     try:
         seed_chunks(url, owner, 300)
         delete_chunks(url, owner, 2)
@@ -177,7 +179,9 @@ def test_auto_reindex_runs_at_the_tick_before_the_vacuum(url: str) -> None:
 def test_a_run_left_by_a_dead_replica_is_marked_failed(url: str) -> None:
     async def scenario() -> tuple[int, int, int]:
         dead = await psycopg.AsyncConnection.connect(url, autocommit=True)
-        gone = await history.claim(dead, task="vacuum", trigger="manual", options=RunOptions(), tables=["users"], status="running")
+        gone = await history.claim(
+            dead, task="vacuum", trigger="manual", options=RunOptions(), tables=["users"], status="running"
+        )
         await dead.close()
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as alive:
             live = await history.claim(alive, task="vacuum", trigger="manual", options=RunOptions(), tables=["users"])
@@ -191,7 +195,9 @@ def test_a_run_left_by_a_dead_replica_is_marked_failed(url: str) -> None:
 
     gone_id, live_id, _ = asyncio.run(scenario())
     with psycopg.connect(url) as conn:
-        rows = dict(conn.execute("SELECT id, status FROM maintenance_runs WHERE id IN (%s, %s)", (gone_id, live_id)).fetchall())
+        rows = dict(
+            conn.execute("SELECT id, status FROM maintenance_runs WHERE id IN (%s, %s)", (gone_id, live_id)).fetchall()
+        )
         error = conn.execute("SELECT error FROM maintenance_runs WHERE id = %s", (gone_id,)).fetchone()
     assert rows == {gone_id: "failed", live_id: "succeeded"}
     assert error is not None and "interrupted" in error[0]
@@ -224,5 +230,7 @@ def test_config_checks_table_names() -> None:
         Settings.model_validate({"database": {"maintenance": {"reindex_dead_share": 0}}})
     with pytest.raises(ValueError, match="min_dead_share"):
         Settings.model_validate({"database": {"maintenance": {"thresholds": {"chunks": {"min_dead_share": 2}}}}})
-    ok = Settings.model_validate({"database": {"maintenance": {"vacuum_tables": ["chunks", "chunks"], "auto_reindex": True}}})
+    ok = Settings.model_validate(
+        {"database": {"maintenance": {"vacuum_tables": ["chunks", "chunks"], "auto_reindex": True}}}
+    )
     assert ok.database.maintenance.vacuum_tables == ["chunks"]

@@ -21,8 +21,8 @@ from ragkeep.db.database import prepare_schema
 from ragkeep.monitoring import housekeeping, stats
 from ragkeep.monitoring.activity import ActivityRecorder, Caller
 from ragkeep.monitoring.searches import SearchRecorder, latency_bucket
-from tests.support import create_database, drop_database
 from tests.monitoring.conftest import query
+from tests.support import create_database, drop_database
 
 NOW = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
 CONFIG = MetricsConfig(hourly_retention_days=8, daily_retention_days=10)
@@ -108,15 +108,17 @@ def test_roll_up_moves_old_hours_into_days_and_keeps_every_figure(url: str) -> N
     # Only the hour after the cutoff is still hourly; the days hold the sums and the histograms.
     assert query(url, "SELECT hour, searches FROM search_activity") == [(datetime(2026, 3, 12, tzinfo=UTC), 1)]
     days = {(r[0].day, r[1]): r[2:] for r in query(
-        url, "SELECT day, user_id, sum(searches), sum(vectors), sum(total_ms), max(max_ms), ragkeep_hist_sum(latency_hist)"
-             " FROM search_activity_daily GROUP BY 1, 2")}
+        url, "SELECT day, user_id, sum(searches), sum(vectors), sum(total_ms), max(max_ms), "
+             "ragkeep_hist_sum(latency_hist) FROM search_activity_daily GROUP BY 1, 2")}
     searches, vectors, total, mx, hist = days[(10, A)]
     assert (searches, vectors, total, mx) == (3, 5000, 743.0, 700.0)
     assert sum(hist) == 3 and hist[latency_bucket(3.0)] == 1 and hist[latency_bucket(40.0)] == 1
     assert hist[latency_bucket(700.0)] == 1
     assert days[(11, A)][0] == 1 and days[(10, B)][0] == 1
-    users = dict(((r[0].day, r[1]), (r[2], r[3], r[4])) for r in query(
-        url, "SELECT day, user_id, requests, errors, active_hours FROM user_activity_daily"))
+    users = {
+        (r[0].day, r[1]): (r[2], r[3], r[4])
+        for r in query(url, "SELECT day, user_id, requests, errors, active_hours FROM user_activity_daily")
+    }
     assert users[(10, A)] == (4, 1, 2)  # hours 03 (3 requests, one 404) and 15
     assert query(url, "SELECT count(*) FROM request_activity WHERE hour < %s", (CUTOFF,)) == [(0,)]
 
@@ -200,5 +202,6 @@ def test_old_snapshots_thin_to_one_a_day_then_expire(url: str) -> None:
 def test_slots_are_aligned_to_midnight() -> None:
     at = datetime(2026, 1, 2, 13, 47, 31, tzinfo=UTC)
     assert housekeeping.slot_of(at, 10) == datetime(2026, 1, 2, 13, 40, tzinfo=UTC)
-    assert housekeeping.slot_of(at, 7) == datetime(2026, 1, 2, 13, 47, tzinfo=UTC) - timedelta(minutes=(13 * 60 + 47) % 7)
+    seven = datetime(2026, 1, 2, 13, 47, tzinfo=UTC) - timedelta(minutes=(13 * 60 + 47) % 7)
+    assert housekeeping.slot_of(at, 7) == seven
     assert housekeeping.slot_of(at, 1440) == datetime(2026, 1, 2, tzinfo=UTC)

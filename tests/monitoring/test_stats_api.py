@@ -59,11 +59,15 @@ def test_prometheus_endpoint(metrics_base_url: str, metrics_url: str) -> None:
     # Low cardinality: templates, not paths; no user or document id anywhere.
     assert str(user.id) not in text and str(doc) not in text
     samples = _samples(text)
-    routes = {(s.labels["method"], s.labels["route"], s.labels["status"]) for s in samples["ragkeep_http_requests_total"]}
+    routes = {
+        (s.labels["method"], s.labels["route"], s.labels["status"]) for s in samples["ragkeep_http_requests_total"]
+    }
     assert ("GET", "/v3/documents/{document_id}", "2xx") in routes
     assert ("GET", "(unmatched)", "4xx") in routes
     assert ("POST", "/v3/retrieval/search", "2xx") in routes
-    searched = {(s.labels["kind"], s.labels["strategy"]): s.value for s in samples["ragkeep_search_duration_seconds_count"]}
+    searched = {
+        (s.labels["kind"], s.labels["strategy"]): s.value for s in samples["ragkeep_search_duration_seconds_count"]
+    }
     assert searched[("semantic", "exact")] >= 2
     vectors = {(s.labels["kind"], s.labels["strategy"]): s.value for s in samples["ragkeep_search_vectors_sum"]}
     (chunks,) = query(metrics_url, "SELECT chunk_count FROM owner_stats WHERE owner_id = %s", (user.id,))[0]
@@ -84,7 +88,8 @@ def test_prometheus_endpoint(metrics_base_url: str, metrics_url: str) -> None:
     hits = one("ragkeep_db_blocks_hit_total")
     ratio = one("ragkeep_db_cache_hit_ratio")
     assert hits > 0 and 0 < ratio <= 1
-    assert {s.labels["part"] for s in samples["ragkeep_chunks_blocks_hit_total"]} == {"heap", "indexes", "toast", "toast_indexes"}
+    parts = {s.labels["part"] for s in samples["ragkeep_chunks_blocks_hit_total"]}
+    assert parts == {"heap", "indexes", "toast", "toast_indexes"}
     assert "chunks_pkey" in {s.labels["index"] for s in samples["ragkeep_chunks_index_scans_total"]}
     assert {s.labels["period"] for s in samples["ragkeep_active_users"]} == {"hour", "day"}
 
@@ -99,7 +104,10 @@ def test_system_stats(metrics_base_url: str, metrics_admin: httpx.Client, metric
     def searched() -> dict | None:
         stats = _stats(metrics_admin, top=50)
         per_user = {u["user_id"]: u for u in stats["searches"]["top_users"]}
-        ok = per_user.get(str(busy.id), {}).get("searches") == 3 and per_user.get(str(quiet.id), {}).get("searches") == 1
+        ok = (
+            per_user.get(str(busy.id), {}).get("searches") == 3
+            and per_user.get(str(quiet.id), {}).get("searches") == 1
+        )
         # Request activity is flushed by another task than search activity: wait for both.
         routes = {(x["method"], x["route"]): x["requests"] for x in stats["requests"]["routes"]}
         ok = ok and routes.get(("POST", "/v3/retrieval/search"), 0) >= 4

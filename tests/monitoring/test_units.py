@@ -23,7 +23,8 @@ def test_hist_percentile_is_the_bucket_upper_bound_or_the_max_seen() -> None:
 
 
 def test_status_classes() -> None:
-    assert [status_class(s) for s in (200, 201, 302, 404, 429, 500, 503)] == ["2xx", "2xx", "3xx", "4xx", "4xx", "5xx", "5xx"]
+    statuses = (200, 201, 302, 404, 429, 500, 503)
+    assert [status_class(s) for s in statuses] == ["2xx", "2xx", "3xx", "4xx", "4xx", "5xx", "5xx"]
 
 
 def test_callers_from_tokens_and_keys() -> None:

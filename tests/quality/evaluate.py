@@ -22,7 +22,9 @@ KINDS = {
 }
 
 
-def ingest(client: httpx.Client, documents: list[Document], concurrency: int = 4) -> dict[str, list[tuple[str, int, int]]]:
+def ingest(
+    client: httpx.Client, documents: list[Document], concurrency: int = 4
+) -> dict[str, list[tuple[str, int, int]]]:
     """Upload every document; return, per document name, its chunks as (id, start, end)."""
 
     def one(doc: Document) -> tuple[str, list[tuple[str, int, int]]]:
@@ -36,7 +38,7 @@ def ingest(client: httpx.Client, documents: list[Document], concurrency: int = 4
             if len(rows) >= page["total_entries"] or not page["results"]:
                 break
         spans = locate(doc.text, [row["text"] for row in rows])
-        return doc.name, [(row["id"], a, b) for row, (a, b) in zip(rows, spans)]
+        return doc.name, [(row["id"], a, b) for row, (a, b) in zip(rows, spans, strict=True)]
 
     with ThreadPoolExecutor(concurrency) as pool:
         return dict(pool.map(one, documents))

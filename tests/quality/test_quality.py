@@ -58,7 +58,10 @@ def test_the_subset_is_big_enough_to_mean_something(results: dict[str, Any]) -> 
 def test_quality_does_not_regress(results: dict[str, Any], kind: str) -> None:
     mean = results[kind][0]
     ndcg, recall, mrr = THRESHOLDS[kind]
-    assert mean.ndcg >= ndcg and mean.recall >= recall and mean.mrr >= mrr, f"{kind}: nDCG@10 {mean.ndcg:.3f} (>= {ndcg}), recall@10 {mean.recall:.3f} (>= {recall}), MRR {mean.mrr:.3f} (>= {mrr})"
+    assert mean.ndcg >= ndcg and mean.recall >= recall and mean.mrr >= mrr, (
+        f"{kind}: nDCG@10 {mean.ndcg:.3f} (>= {ndcg}), recall@10 {mean.recall:.3f} (>= {recall}), "
+        f"MRR {mean.mrr:.3f} (>= {mrr})"
+    )
 
 
 def test_hybrid_beats_semantic_beats_full_text(results: dict[str, Any]) -> None:
@@ -70,17 +73,26 @@ def test_hybrid_beats_semantic_beats_full_text(results: dict[str, Any]) -> None:
 
 
 def test_headings_are_removed_and_sections_located() -> None:
-    source = "=====\nTitle\n=====\n\nIntro text.\n\nFirst part\n----------\n\nBody of the first part.\n\nSecond\n~~~~~~\nTail.\n"
+    source = (
+        "=====\nTitle\n=====\n\nIntro text.\n\n"
+        "First part\n----------\n\nBody of the first part.\n\n"
+        "Second\n~~~~~~\nTail.\n"
+    )
     doc = parse_rst("d", source)
     assert "Title" not in doc.text and "First part" not in doc.text and "----" not in doc.text
     assert [s.heading for s in doc.sections] == ["Title", "First part", "Second"]
-    assert [doc.text[s.start : s.end].strip() for s in doc.sections] == ["Intro text.", "Body of the first part.", "Tail."]
+    texts = [doc.text[s.start : s.end].strip() for s in doc.sections]
+    assert texts == ["Intro text.", "Body of the first part.", "Tail."]
 
 
 def test_only_unique_specific_headings_become_queries() -> None:
     body = "Some explanation that is long enough to be a section of its own. " * 5
     a = parse_rst("a", f"Introduction\n============\n{body}\nLocking rules\n-------------\n{body}\n")
-    b = parse_rst("b", f"Introduction\n============\n{body}\n``rcu_read_lock()`` usage\n-------------------------\n{body}\nShort\n-----\nx\n")
+    b = parse_rst(
+        "b",
+        f"Introduction\n============\n{body}\n"
+        f"``rcu_read_lock()`` usage\n-------------------------\n{body}\nShort\n-----\nx\n",
+    )
     texts = [q.text for q in build_queries([a, b])]
     assert texts == ["Locking rules", "rcu_read_lock() usage"]
 

@@ -26,7 +26,9 @@ def corpus(base_url: str):
     user = register(base_url, "filters")
     ids = {}
     for topic, meta in ROWS:
-        r = user.client.post("/v3/documents", data={"chunks": json.dumps([paragraphs(topic, 1)]), "metadata": json.dumps(meta)})
+        r = user.client.post(
+            "/v3/documents", data={"chunks": json.dumps([paragraphs(topic, 1)]), "metadata": json.dumps(meta)}
+        )
         assert r.status_code == 201, r.text
         ids[topic] = r.json()["results"]["document_id"]
     yield user, ids
@@ -34,7 +36,10 @@ def corpus(base_url: str):
 
 
 def topics(client: httpx.Client, ids: dict[str, str], filters: dict) -> set[str]:
-    r = client.post("/v3/retrieval/search", json={"query": "python statement", "search_settings": {"filters": filters, "limit": 100}})
+    r = client.post(
+        "/v3/retrieval/search",
+        json={"query": "python statement", "search_settings": {"filters": filters, "limit": 100}},
+    )
     assert r.status_code == 200, r.text
     by_id = {v: k for k, v in ids.items()}
     return {by_id[h["document_id"]] for h in r.json()["results"]["chunk_search_results"]}
@@ -177,6 +182,7 @@ def test_ten_thousand_values_in_in(corpus) -> None:
 def test_thousand_deep_nesting_is_refused(corpus) -> None:
     """1,000 levels exceed the JSON parser's own limit: a 400 from the body parser, never a 500."""
     user, _ = corpus
-    body = '{"query": "x", "search_settings": {"filters": ' + '{"$and": [' * 1000 + '{"lang": "en"}' + "]}" * 1000 + "}}"
+    nested = '{"$and": [' * 1000 + '{"lang": "en"}' + "]}" * 1000
+    body = '{"query": "x", "search_settings": {"filters": ' + nested + "}}"
     r = user.client.post("/v3/retrieval/search", content=body.encode(), headers={"Content-Type": "application/json"})
     assert r.status_code in (400, 422), r.text[:300]

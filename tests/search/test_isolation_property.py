@@ -57,7 +57,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings as hsettings
+from hypothesis import HealthCheck, event, given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
@@ -192,14 +193,18 @@ def field_conditions(refs: dict[str, list[str]], chunks: list[Chunk]) -> st.Sear
         seen = values_at(chunks, path)
         value = seen_or(weighted((3, VALUE), (1, OBJ)) if path == "obj" else VALUE, seen)
         scalar = seen_or(SCALAR, [v for v in seen if not isinstance(v, (list, dict))])
-        ordered = seen_or(st.one_of(INT, STR, NUMERIC_STR), [v for v in seen if isinstance(v, (int, str)) and not isinstance(v, bool)])
+        ordered = seen_or(
+            st.one_of(INT, STR, NUMERIC_STR), [v for v in seen if isinstance(v, (int, str)) and not isinstance(v, bool)]
+        )
         pattern = seen_or(PATTERN, [v for v in seen if isinstance(v, str)])
         op = weighted(
             (2, st.tuples(st.sampled_from(["$eq", "$ne"]), value)),
             (2, st.tuples(st.sampled_from(["$lt", "$lte", "$gt", "$gte"]), ordered)),
             (2, st.tuples(st.sampled_from(["$in", "$nin"]), st.lists(value, max_size=3))),
             (2, st.tuples(st.sampled_from(["$like", "$ilike"]), pattern)),
-            (1, st.tuples(st.sampled_from(["$contains", "$contains", "$json_contains"]), weighted((3, value), (1, OBJ)))),
+            (1, st.tuples(
+                st.sampled_from(["$contains", "$contains", "$json_contains"]), weighted((3, value), (1, OBJ))
+            )),
             (1, st.tuples(st.just("$overlap"), st.lists(scalar, max_size=3))),
         )
         shorthand = seen_or(VALUE, [v for v in seen if not isinstance(v, dict)])
@@ -219,7 +224,9 @@ def field_conditions(refs: dict[str, list[str]], chunks: list[Chunk]) -> st.Sear
             st.tuples(st.sampled_from(["$eq", "$ne", "$contains"]), ref),
             st.tuples(st.sampled_from(["$in", "$nin", "$overlap", "$contains"]), st.lists(ref, max_size=3)),
         )
-        return st.tuples(st.sampled_from(["collection_ids", "collection_id"]), weighted((3, operator_dicts(op)), (1, ref)))
+        return st.tuples(
+            st.sampled_from(["collection_ids", "collection_id"]), weighted((3, operator_dicts(op)), (1, ref))
+        )
 
     return weighted(
         (6, st.one_of([metadata_cond(p) for p in FILTER_PATHS])),
@@ -232,13 +239,17 @@ def field_conditions(refs: dict[str, list[str]], chunks: list[Chunk]) -> st.Sear
 
 def operator_dicts(pairs: st.SearchStrategy) -> st.SearchStrategy:
     """One or two ``operator: value`` pairs; two on one field are ANDed."""
-    return weighted((3, st.lists(pairs, min_size=1, max_size=1)), (1, st.lists(pairs, min_size=2, max_size=2))).map(dict)
+    return weighted(
+        (3, st.lists(pairs, min_size=1, max_size=1)), (1, st.lists(pairs, min_size=2, max_size=2))
+    ).map(dict)
 
 
 def filter_trees(leaf: st.SearchStrategy, depth: int = 0) -> st.SearchStrategy:
     entry = leaf
     if depth < MAX_DEPTH:
-        logical = st.tuples(st.sampled_from(["$and", "$or"]), st.lists(filter_trees(leaf, depth + 1), min_size=1, max_size=3))
+        logical = st.tuples(
+            st.sampled_from(["$and", "$or"]), st.lists(filter_trees(leaf, depth + 1), min_size=1, max_size=3)
+        )
         entry = weighted((2, leaf), (1, logical))
     # Mostly one entry (entries are ANDed: many make "nothing matches" the usual answer), up to
     # three; one node in ten is the empty object, which matches everything.
@@ -291,7 +302,7 @@ def jeq(a: Any, b: Any) -> bool:
     if jtype(a) != jtype(b):
         return False
     if isinstance(a, list):
-        return len(a) == len(b) and all(jeq(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(jeq(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(jeq(a[k], b[k]) for k in a)
     return bool(a == b)
@@ -407,7 +418,9 @@ def matches(node: dict[str, Any], row: Row) -> bool:
         else:
             ops = cond if isinstance(cond, dict) and cond else {"$eq": cond}
             if key in ("owner_id", "user_id", "document_id", "id"):
-                actual = {"owner_id": row.owner_id, "user_id": row.owner_id, "document_id": row.document_id, "id": row.id}[key]
+                actual = {
+                    "owner_id": row.owner_id, "user_id": row.owner_id, "document_id": row.document_id, "id": row.id
+                }[key]
                 ok = all(column_matches(actual, op, v) for op, v in ops.items())
             elif key in ("collection_ids", "collection_id"):
                 ok = all(collections_match(row.collection_ids, op, v) for op, v in ops.items())
@@ -446,45 +459,56 @@ class Built:
         self.ids |= {f"user#{i}": str(u) for i, u in enumerate(self.users)}
         self.ids |= {f"coll#{i}": str(c) for i, c in enumerate(self.collections)}
         self.ids |= {f"doc#{i}": str(d) for i, d in enumerate(self.docs)}
-        self.ids |= {c.name: str(k) for c, k in zip(chunks, self.chunk_ids)}
+        self.ids |= {c.name: str(k) for c, k in zip(chunks, self.chunk_ids, strict=True)}
         self.names = {v: k for k, v in self.ids.items()}
         self.rows = [
-            Row(str(k), str(self.docs[c.doc]), str(self.users[c.owner]), {str(self.collections[i]) for i in c.collections}, c.metadata)
-            for c, k in zip(chunks, self.chunk_ids)
+            Row(
+                str(k), str(self.docs[c.doc]), str(self.users[c.owner]),
+                {str(self.collections[i]) for i in c.collections}, c.metadata,
+            )
+            for c, k in zip(chunks, self.chunk_ids, strict=True)
         ]
         vectors = rng.standard_normal((len(chunks), DIM)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        with conn.transaction():
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO users (id, email, hashed_password) VALUES (%s, %s, 'not-a-hash')",
-                    [(u, f"iso-{u.hex[:12]}@ragkeep.test") for u in self.users],
-                )
-                cur.executemany(
-                    "INSERT INTO collections (id, owner_id, name) VALUES (%s, %s, %s)",
-                    [(c, self.users[o], f"c{i}") for i, (c, (o, _)) in enumerate(zip(self.collections, world.collections))],
-                )
-                cur.executemany(
-                    "INSERT INTO collection_users (collection_id, user_id) VALUES (%s, %s)",
-                    [(c, self.users[m]) for c, (_, members) in zip(self.collections, world.collections) for m in sorted(members)],
-                )
-                with cur.copy(
-                    "COPY documents (owner_id, id, collection_ids, document_type, title, metadata, content_hash, "
-                    "ingestion_status, chunk_count) FROM STDIN (FORMAT BINARY)"
-                ) as copy:
-                    copy.set_types(["uuid", "uuid", "uuid[]", "text", "text", "jsonb", "text", "text", "int4"])
-                    for d, (owner, colls, meta, extras) in zip(self.docs, world.docs):
-                        copy.write_row((self.users[owner], d, [self.collections[i] for i in colls], "txt", None,
-                                        Jsonb(meta), d.hex, "success", len(extras)))
-                with cur.copy(
-                    "COPY chunks (owner_id, id, document_id, collection_ids, chunk_order, text, metadata, embedding) "
-                    "FROM STDIN (FORMAT BINARY)"
-                ) as copy:
-                    copy.set_types(["uuid", "uuid", "uuid", "uuid[]", "int4", "text", "jsonb", "vector"])
-                    for n, (c, k) in enumerate(zip(chunks, self.chunk_ids)):
-                        order = int(c.name.rsplit(".", 1)[1])
-                        copy.write_row((self.users[c.owner], k, self.docs[c.doc], [self.collections[i] for i in c.collections],
-                                        order, f"{WORD} number {n} of the isolation world", Jsonb(c.metadata), vectors[n]))
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO users (id, email, hashed_password) VALUES (%s, %s, 'not-a-hash')",
+                [(u, f"iso-{u.hex[:12]}@ragkeep.test") for u in self.users],
+            )
+            cur.executemany(
+                "INSERT INTO collections (id, owner_id, name) VALUES (%s, %s, %s)",
+                [
+                    (c, self.users[o], f"c{i}")
+                    for i, (c, (o, _)) in enumerate(zip(self.collections, world.collections, strict=True))
+                ],
+            )
+            cur.executemany(
+                "INSERT INTO collection_users (collection_id, user_id) VALUES (%s, %s)",
+                [
+                    (c, self.users[m])
+                    for c, (_, members) in zip(self.collections, world.collections, strict=True)
+                    for m in sorted(members)
+                ],
+            )
+            with cur.copy(
+                "COPY documents (owner_id, id, collection_ids, document_type, title, metadata, content_hash, "
+                "ingestion_status, chunk_count) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(["uuid", "uuid", "uuid[]", "text", "text", "jsonb", "text", "text", "int4"])
+                for d, (owner, colls, meta, extras) in zip(self.docs, world.docs, strict=True):
+                    copy.write_row((self.users[owner], d, [self.collections[i] for i in colls], "txt", None,
+                                    Jsonb(meta), d.hex, "success", len(extras)))
+            with cur.copy(
+                "COPY chunks (owner_id, id, document_id, collection_ids, chunk_order, text, metadata, embedding) "
+                "FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(["uuid", "uuid", "uuid", "uuid[]", "int4", "text", "jsonb", "vector"])
+                for n, (c, k) in enumerate(zip(chunks, self.chunk_ids, strict=True)):
+                    order = int(c.name.rsplit(".", 1)[1])
+                    copy.write_row((
+                        self.users[c.owner], k, self.docs[c.doc], [self.collections[i] for i in c.collections],
+                        order, f"{WORD} number {n} of the isolation world", Jsonb(c.metadata), vectors[n],
+                    ))
 
     def drop(self, conn) -> None:  # type: ignore[no-untyped-def]
         # Deleting the users cascades to their collections, memberships, documents and chunks.
@@ -594,7 +618,7 @@ def _share(subset: set[str], of: set[str]) -> str:
 
 
 def _search_raw(http: httpx.Client, token: str, filters_json: str) -> httpx.Response:
-    body = '{"query": "%s", "search_settings": {"limit": 100, "filters": %s}}' % (WORD, filters_json)
+    body = f'{{"query": "{WORD}", "search_settings": {{"limit": 100, "filters": {filters_json}}}}}'
     return http.post("/v3/retrieval/search", content=body.encode(),
                      headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
 
@@ -616,7 +640,7 @@ def test_nan_in_a_range_comparison_is_a_422(server, db, http) -> None:
     try:
         token = server.services.tokens.issue(built.users[0], "access")
         for op in ("$lt", "$lte", "$gt", "$gte"):
-            r = _search_raw(http, token, '{"year": {"%s": NaN}}' % op)  # Python's json reads NaN
+            r = _search_raw(http, token, f'{{"year": {{"{op}": NaN}}}}')  # Python's json reads NaN
             assert r.status_code == 422, (op, r.status_code, r.text[:300])
     finally:
         built.drop(db)

@@ -53,7 +53,9 @@ def test_semantic_finds_meaning_without_shared_words(corpus) -> None:
 def test_hybrid_fuses_ranks_as_r2r_does(corpus) -> None:
     user, ids = corpus
     hs = {"semantic_weight": 3.0, "full_text_weight": 2.0, "rrf_k": 10, "full_text_limit": 50}
-    hits = run(user.client, "anonymous functions lambda expressions", use_hybrid_search=True, hybrid_settings=hs, limit=5)
+    hits = run(
+        user.client, "anonymous functions lambda expressions", use_hybrid_search=True, hybrid_settings=hs, limit=5
+    )
     assert hits and ids[hits[0]["document_id"]] == "lambda"
     for h in hits:
         sr, fr = h["metadata"]["semantic_rank"], h["metadata"]["full_text_rank"]

@@ -20,8 +20,8 @@ from ragkeep.search.planner import Planner, filtered_owner, pinned_owner
 from ragkeep.search.queries import Kind, Strategy
 from ragkeep.search.scope import Scope
 from ragkeep.search.service import IndexParams, SearchOutcome, run_search
-from tests.support import ServerThread, register
 from tests.search.synthetic import DIM, add_chunks, exact_top, unit
+from tests.support import ServerThread, register
 
 LARGE, SMALL, RARE = 3000, 60, 3
 CONFIG = SearchConfig(exact_threshold=500)
@@ -174,7 +174,8 @@ def ef_index(data) -> Iterator[str]:
     url, large, name = data["url"], data["large"], "ix_test_planner_ef"
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
-            f"CREATE INDEX {name} ON chunks USING hnsw (embedding vector_cosine_ops) WHERE owner_id = '{large.id}'::uuid"
+            f"CREATE INDEX {name} ON chunks USING hnsw (embedding vector_cosine_ops) "
+            f"WHERE owner_id = '{large.id}'::uuid"
         )
         conn.execute("INSERT INTO tenant_indexes (index_name, owner_id, measure) VALUES (%s, %s, 'cosine_distance')",
                      (name, large.id))
@@ -210,7 +211,8 @@ def test_promoted_owner_uses_its_partial_index_even_after_many_executions(data) 
     url, large, small, q = data["url"], data["large"], data["small"], data["queries"][4]
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
-            f"CREATE INDEX {OWNER} ON chunks USING hnsw (embedding vector_cosine_ops) WHERE owner_id = '{large.id}'::uuid"
+            f"CREATE INDEX {OWNER} ON chunks USING hnsw (embedding vector_cosine_ops) "
+            f"WHERE owner_id = '{large.id}'::uuid"
         )
         conn.execute("INSERT INTO tenant_indexes (index_name, owner_id, measure) VALUES (%s, %s, 'cosine_distance')",
                      (OWNER, large.id))
@@ -260,7 +262,9 @@ def test_api_applies_r2r_chunk_settings_ef_search(data, ef_index, settings, tmp_
             r = client.post("/v3/retrieval/search", json=body)
             assert r.status_code == 200, r.text
             assert len(r.json()["results"]["chunk_search_results"]) == expected
-        bad = client.post("/v3/retrieval/search", json={"query": "x", "search_settings": {"chunk_settings": {"ef_search": 0}}})
+        bad = client.post(
+            "/v3/retrieval/search", json={"query": "x", "search_settings": {"chunk_settings": {"ef_search": 0}}}
+        )
         assert bad.status_code == 422 and "ef_search" in bad.text
 
 
