@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             indexes = IndexBuilder(db.url, settings.indices, planner)
             promoter = AutoPromoter(settings, indexes, observed_off_peak_hour)
             monitor = Monitor(settings.metrics, db.pool, db.url, tokens)  # Prometheus, request activity, snapshots
+            monitor.reads = db.reads
             searches = SearchRecorder(db.pool, settings.metrics.flush_seconds, observer=monitor.metrics.observe_search)
             maintenance = Maintenance(settings.database.maintenance, db.url, settings.indices)
             if db.reads is not None and db.reads.enabled:  # read_urls: checks standbys, routes reads
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ("the monitor", monitor.start, monitor.stop),  # its stop writes the last activity
                 ("the search recorder", searches.start, searches.stop),
                 # repair invalid vector indexes, then warm them (background); drain cancels builds
-                ("the index builder", lambda: begin_startup(indexes), indexes.drain),
+                ("the index builder", lambda: begin_startup(indexes, settings.database.read_urls), indexes.drain),
                 # this replica's lease, the dead replicas' sweep; drain cancels ingestions, kills parsers
                 ("the ingestor", lambda: ingestor.start(db.url), ingestor.drain),
                 # every replica schedules; maintenance_runs lets one run each tick

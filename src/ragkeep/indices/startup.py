@@ -14,6 +14,7 @@ dropped whatever the policy: rebuilding one would only make a valid duplicate (i
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ from psycopg import sql
 from ragkeep.indices.build import IndexBuilder
 from ragkeep.indices.catalog import has_extension, list_vector_indexes
 from ragkeep.indices.leftovers import drop_leftovers, is_leftover
+from ragkeep.indices.warm import Warmer
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +86,13 @@ async def repair_invalid(builder: IndexBuilder, policy: str | None = None) -> Re
             await conn.execute("SELECT pg_advisory_unlock(%s)", (REPAIR_LOCK_ID,))
 
 
-async def warm_all(builder: IndexBuilder) -> list[str]:
-    """Warm every valid vector index (pg_prewarm), one after the other; returns their names."""
-    async with await psycopg.AsyncConnection.connect(builder.url, autocommit=True) as conn:
+async def warm_all(builder: IndexBuilder, standby_url: str | None = None) -> list[str]:
+    """Warm every valid vector index (pg_prewarm), one after the other; returns their names.
+
+    With ``standby_url``, on that hot standby (pg_prewarm there fills the standby's own buffers;
+    the index list is the primary's, replayed): searches routed to it start warm too."""
+    warmer = builder.warmer if standby_url is None else Warmer(standby_url)
+    async with await psycopg.AsyncConnection.connect(standby_url or builder.url, autocommit=True) as conn:
         if not await has_extension(conn, "pg_prewarm"):
             log.warning("pg_prewarm is not installed in this database: vector indexes start cold "
                         "(CREATE EXTENSION pg_prewarm as a superuser to warm them)")
@@ -96,20 +102,27 @@ async def warm_all(builder: IndexBuilder) -> list[str]:
                         "shared_buffers = null (CREATE EXTENSION pg_buffercache to see it)")
         names = [r["name"] for r in await _all_indexes(conn) if r["status"] == "valid" and not is_leftover(r["name"])]
     for name in names:
-        await builder.warmer.warm(name)
+        await warmer.warm(name)
     return names
 
 
-def begin_startup(builder: IndexBuilder) -> None:
+def begin_startup(builder: IndexBuilder, standby_urls: Sequence[str] = ()) -> None:
     """:func:`on_start` as a background task of ``builder`` (drained with its builds)."""
-    builder.spawn(on_start(builder), "index start-up")
+    builder.spawn(on_start(builder, standby_urls), "index start-up")
 
 
-async def on_start(builder: IndexBuilder) -> None:
-    """The start-up routine: repair, then warm (if ``[indices] prewarm``). Never raises."""
+async def on_start(builder: IndexBuilder, standby_urls: Sequence[str] = ()) -> None:
+    """The start-up routine: repair, then warm (if ``[indices] prewarm``) on the primary and on
+    each standby. Never raises."""
     try:
         await repair_invalid(builder)
         if builder.config.prewarm:
             await warm_all(builder)
     except psycopg.Error as e:
         log.error("index start-up work failed: %s", e)
+    if builder.config.prewarm:
+        for url in standby_urls:
+            try:
+                await warm_all(builder, url)
+            except psycopg.Error as e:  # down or not yet a standby: the read router routes around it
+                log.warning("could not warm the vector indexes of a standby: %s", str(e).strip().splitlines()[0])

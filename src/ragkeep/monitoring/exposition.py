@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from psycopg_pool import AsyncConnectionPool
 
 from ragkeep import __version__
+from ragkeep.db.reads import ReadRouter
 from ragkeep.monitoring import database
 from ragkeep.monitoring.instance import InstanceProbe
 from ragkeep.monitoring.prom import ProcessMetrics
@@ -150,6 +151,21 @@ def process_families(probe: InstanceProbe, replica: str) -> Iterator[Metric]:
     yield _gauge("ragkeep_host_cpus", "Logical CPUs of the host.", psutil.cpu_count() or 1)
 
 
+def standby_families(router: ReadRouter | None) -> Iterator[Metric]:
+    """Each standby of ``read_urls`` as this process sees it, and where its reads ran."""
+    if router is None or not router.enabled:
+        return
+    yield _labelled(GaugeMetricFamily, "ragkeep_standby_in_rotation",
+                    "1 when reads may go to the standby (reachable, in recovery, within max_replica_lag_seconds).",
+                    ["standby"], (([s.name], float(s.in_rotation)) for s in router.standbys))
+    yield _labelled(GaugeMetricFamily, "ragkeep_standby_lag_seconds",
+                    "How long ago the primary first had WAL the standby has not replayed (0: caught up).",
+                    ["standby"], (([s.name], s.lag_seconds) for s in router.standbys))
+    reads = [(["primary"], float(router.primary_reads))] + [([s.name], float(s.reads)) for s in router.standbys]
+    yield _labelled(CounterMetricFamily, "ragkeep_reads", "Routed reads (searches, lists) by where they ran.",
+                    ["target"], reads)
+
+
 class _Scrape:
     """A collector for one scrape: generate_latest only needs ``collect``."""
 
@@ -161,7 +177,15 @@ class _Scrape:
             yield from part
 
 
-async def render(metrics: ProcessMetrics, probe: InstanceProbe, pool: AsyncConnectionPool, replica: str) -> bytes:
+async def render(
+    metrics: ProcessMetrics,
+    probe: InstanceProbe,
+    pool: AsyncConnectionPool,
+    replica: str,
+    reads: ReadRouter | None = None,
+) -> bytes:
     db = await read_database(pool)
-    scrape = _Scrape([metrics.registry.collect(), process_families(probe, replica), database_families(db)])
+    scrape = _Scrape(
+        [metrics.registry.collect(), process_families(probe, replica), database_families(db), standby_families(reads)]
+    )
     return generate_latest(scrape)

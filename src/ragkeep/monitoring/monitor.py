@@ -18,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ragkeep.auth.tokens import TokenIssuer
 from ragkeep.config import MetricsConfig
+from ragkeep.db.reads import ReadRouter
 from ragkeep.db.replica import replica_name
 from ragkeep.monitoring import housekeeping
 from ragkeep.monitoring.activity import ActivityRecorder
@@ -38,6 +39,8 @@ class Monitor:
         self.metrics = ProcessMetrics()
         self.activity = ActivityRecorder(pool)
         self.probe = InstanceProbe()
+        #: The read router, for its standbys' figures in /metrics (set by the app; None: no standbys).
+        self.reads: ReadRouter | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -78,7 +81,7 @@ class Monitor:
         return result
 
     async def render(self) -> bytes:
-        return await render(self.metrics, self.probe, self.pool, replica_name())
+        return await render(self.metrics, self.probe, self.pool, replica_name(), self.reads)
 
     # -- loops -------------------------------------------------------------------------------------
 
