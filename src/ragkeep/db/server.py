@@ -35,6 +35,9 @@ from ragkeep.db.pgctl import EmbeddedPostgresError
 
 log = logging.getLogger(__name__)
 
+__all__ = ["EmbeddedPostgresError", "ServerError", "ServerInfo", "create_replica", "read_server", "start_server",
+           "stop_server"]
+
 DEFAULT_PORT = 5433  # next to a system PostgreSQL's 5432
 DEFAULT_LISTEN = "127.0.0.1"
 ROLE = "ragkeep"
