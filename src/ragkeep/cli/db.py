@@ -43,7 +43,11 @@ def _show(info: "ServerInfo", what: str) -> None:
     console.print(info.url, soft_wrap=True, highlight=False)
     console.print(f"password file: {server.password_file(info.data_dir)}   log: {server.log_file(info.data_dir)}",
                   soft_wrap=True, highlight=False)
-    console.print(f"use it: RAGKEEP_DATABASE_URL='{info.url}' ragkeep serve", soft_wrap=True, highlight=False)
+    if info.standby:
+        console.print("a read-only hot standby: for reads (docs/scaling.md), never as RAGKEEP_DATABASE_URL",
+                      soft_wrap=True, highlight=False)
+    else:
+        console.print(f"use it: RAGKEEP_DATABASE_URL='{info.url}' ragkeep serve", soft_wrap=True, highlight=False)
 
 
 @app.command()
