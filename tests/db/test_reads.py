@@ -15,6 +15,7 @@ from ragkeep.config import ConfigError, DatabaseConfig, load_settings
 from ragkeep.db.database import _read_router
 from ragkeep.db.pool import ResilientPool
 from ragkeep.db.reads import ReadRouter, Reads, _Samples, record_write, write_position
+from ragkeep.db.shared import SharedConnection
 
 
 def test_lag_is_how_long_ago_the_primary_first_had_unreplayed_wal() -> None:
@@ -99,11 +100,7 @@ def test_a_standby_that_cannot_serve_is_out_and_reads_go_to_the_primary(migrated
             assert not promoted.in_rotation and "not in recovery" in promoted.reason
             assert router.choose(0) is None
 
-            class Primary:
-                def connection(self):  # type: ignore[no-untyped-def]
-                    return router.primary.connection()
-
-            reads = Reads(router, Primary(), uuid.uuid4())
+            reads = Reads(router, SharedConnection(router.primary), uuid.uuid4())
             for _ in range(3):
                 async with reads.connection() as conn:
                     cur = await conn.execute("SELECT pg_is_in_recovery()")

@@ -15,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from ragkeep.config import DatabaseConfig, Settings
 from ragkeep.db.migrate import ensure_extensions, migrate
 from ragkeep.db.pool import ResilientPool
-from ragkeep.db.reads import ReadRouter, standby
+from ragkeep.db.reads import ReadRouter, describe_url, standby
 from ragkeep.db.supervise import Supervisor
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,8 @@ def _read_router(primary: ResilientPool, config: DatabaseConfig) -> ReadRouter:
     def make_pool(conninfo: str) -> ResilientPool:
         return ResilientPool(
             conninfo,
+            what=f"standby {describe_url(conninfo)}",
+            meanwhile="its reads go to the primary",
             min_size=1,
             max_size=config.pool_max_size,
             timeout=config.pool_timeout_seconds,

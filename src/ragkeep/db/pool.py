@@ -44,9 +44,14 @@ class _QuickBackoff(AttemptWithBackoff):
 class ResilientPool(AsyncConnectionPool):
     """``AsyncConnectionPool`` with fast failure during an outage and immediate recovery after."""
 
-    def __init__(self, *args: Any, unavailable_wait: float = 0.5, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, unavailable_wait: float = 0.5, what: str = "the database",
+        meanwhile: str = "requests are answered 503 until it is back", **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.unavailable_wait = unavailable_wait
+        #: For the log: which server this pool reaches, and what happens while it is unreachable.
+        self.what, self.meanwhile = what, meanwhile
         #: monotonic() of the first failed connection attempt of the current outage, else None.
         self.unavailable_since: float | None = None
         self._sweeping: asyncio.Task[None] | None = None
@@ -110,7 +115,7 @@ class ResilientPool(AsyncConnectionPool):
     async def _unavailable(self, error: Exception) -> None:
         if self.unavailable_since is None:
             self.unavailable_since = monotonic()
-            log.warning("the database is unreachable (%s); requests are answered 503 until it is back", error)
+            log.warning("%s is unreachable (%s); %s", self.what, error, self.meanwhile)
         failure = DatabaseUnavailable(f"the database is unavailable: {error}")
         async with self._lock:
             while self._waiting:
@@ -126,4 +131,4 @@ class ResilientPool(AsyncConnectionPool):
         finally:
             self._recovering = False
         self.unavailable_since = None
-        log.warning("the database is reachable again after %.1f s", monotonic() - since)
+        log.warning("%s is reachable again after %.1f s", self.what, monotonic() - since)

@@ -36,6 +36,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
+from ragkeep.db.shared import SharedConnection
+
 log = logging.getLogger(__name__)
 
 # WAL positions are read as bytes from 0/0 (pg_lsn - '0/0' is numeric): comparable in Python.
@@ -217,7 +219,8 @@ class ReadRouter:
         try:
             conn = await standby.pool.getconn(timeout=min(self.check_seconds, 0.5))
         except Exception as e:
-            standby.take_out(f"no connection ({type(e).__name__})")
+            if not getattr(standby.pool, "available", True):  # unreachable, not just busy
+                standby.take_out(f"no connection ({type(e).__name__})")
             yield None
             return
         try:
@@ -234,9 +237,10 @@ class ReadRouter:
 
 class Reads:
     """The read connections of one request of one user: a standby when it shows the user's own
-    writes, else the request's primary connection (``primary``, a ``SharedConnection``)."""
+    writes, else the request's primary connection (``primary``). The primary connection is given
+    back before a read on a standby: a request holds one connection at a time."""
 
-    def __init__(self, router: ReadRouter, primary: Connects, user_id: uuid.UUID | None) -> None:
+    def __init__(self, router: ReadRouter, primary: SharedConnection, user_id: uuid.UUID | None) -> None:
         self.router = router
         self.primary = primary
         self.user_id = user_id
@@ -251,6 +255,7 @@ class Reads:
                     self._needed = await write_position(conn, self.user_id, self.router.max_lag * 2)
         standby = self.router.choose(self._needed)
         if standby is not None:
+            await self.primary.release()
             async with self.router.on_standby(standby) as conn:
                 if conn is not None:
                     yield conn
