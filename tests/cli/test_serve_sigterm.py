@@ -32,8 +32,8 @@ def test_sigterm_finishes_requests_and_uploads_in_flight(pg_url: str, tmp_path: 
     with own_database(pg_url, "sigterm") as url:
         config = tmp_path / "ragkeep.toml"
         write_config(config, url, {"background_threshold_bytes": 60_000})
-        text = config.read_text().replace('log_level = "info"',
-                                          'log_level = "info"\nshutdown_delay_seconds = 10\nshutdown_grace_seconds = 600')
+        shutdown = 'log_level = "info"\nshutdown_delay_seconds = 10\nshutdown_grace_seconds = 600'
+        text = config.read_text().replace('log_level = "info"', shutdown)
         config.write_text(text)
 
         def serve(port: int) -> list[str]:
