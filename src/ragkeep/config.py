@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import platformdirs
 from croniter import croniter
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_PORT = 7272
@@ -35,6 +36,15 @@ class AppConfig(_Section):
     #: Where data, the embedded database and generated secrets live.
     home: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("ragkeep")))
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: On SIGTERM, seconds this process keeps serving while ``/v3/health/ready`` answers 503, so a
+    #: balancer or orchestrator polling it stops sending before the port closes (HAProxy's
+    #: ``fall 2`` at ``inter 1s``: 2 s). 0 closes the port at once (HAProxy retries refused
+    #: connections on another server anyway).
+    shutdown_delay_seconds: float = Field(0.0, ge=0, le=300)
+    #: Then: seconds requests in flight and background uploads get to finish. Uploads still
+    #: running after it are cancelled and recorded failed ("upload again"). Keep the delay plus
+    #: this under the orchestrator's kill timeout (Docker's stop_grace_period, 10 s by default).
+    shutdown_grace_seconds: float = Field(20.0, ge=0, le=3600)
 
 
 _TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -114,6 +124,9 @@ class DatabaseServerConfig(_Section):
 class DatabaseConfig(_Section):
     #: A PostgreSQL URL. When empty, ragkeep starts its own embedded PostgreSQL.
     url: str | None = None
+    #: The password, for a URL without one: kept out of the URL so a Docker secret can hold it
+    #: alone (``RAGKEEP_DATABASE_PASSWORD_FILE``). A password in the URL wins.
+    password: str | None = None
     #: Data folder of the embedded PostgreSQL; defaults to ``<home>/pgdata``.
     data_dir: Path | None = None
     pool_min_size: int = Field(2, ge=1)
@@ -155,6 +168,15 @@ class DatabaseConfig(_Section):
         if self.pool_max_size < self.pool_min_size:
             raise ValueError("pool_max_size must be >= pool_min_size")
         return self
+
+    def connection_url(self) -> str | None:
+        """``url`` with ``password`` in it when the URL has none (libpq: a ``password`` parameter)."""
+        if not self.url or not self.password:
+            return self.url
+        params = conninfo_to_dict(self.url)
+        if params.get("password"):
+            return self.url
+        return make_conninfo(self.url, password=self.password)
 
 
 class EmbeddingConfig(_Section):
@@ -413,19 +435,40 @@ _NAMED_ENV = {
     "RAGKEEP_HOST": ("app", "host"),
     "RAGKEEP_PORT": ("app", "port"),
     "RAGKEEP_DATABASE_URL": ("database", "url"),
+    "RAGKEEP_DATABASE_PASSWORD": ("database", "password"),
     "RAGKEEP_ADMIN_EMAIL": ("auth", "admin_email"),
     "RAGKEEP_ADMIN_PASSWORD": ("auth", "admin_password"),
     "RAGKEEP_SECRET_KEY": ("auth", "secret_key"),
 }
 
 
+#: ``<NAME>_FILE`` for a named variable: its value is the file's content (Docker and Kubernetes
+#: secrets are files), one trailing newline removed.
+_FILE_SUFFIX = "_FILE"
+
+
+def _read_secret_file(name: str, path: str, environ: dict[str, str]) -> str:
+    plain = name[: -len(_FILE_SUFFIX)]
+    if environ.get(plain):
+        raise ConfigError(f"both {plain} and {name} are set: keep one")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"environment variable {name}: cannot read {path}: {e.strerror or e}") from None
+    return text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
+
+
 def _env_overrides(environ: dict[str, str]) -> list[tuple[tuple[str, ...], str, str]]:
-    """``RAGKEEP_SECTION__KEY=value`` (double underscore between levels) and the named ones."""
+    """``RAGKEEP_SECTION__KEY=value`` (double underscore between levels), the named ones, and
+    ``<named>_FILE=path`` (the value read from a file)."""
     out: list[tuple[tuple[str, ...], str, str]] = []
     for name, value in sorted(environ.items()):
         if not name.startswith("RAGKEEP_") or value == "":
             continue
-        if name in _NAMED_ENV:
+        if name.endswith(_FILE_SUFFIX) and name[: -len(_FILE_SUFFIX)] in _NAMED_ENV:
+            secret = _read_secret_file(name, value, environ)
+            out.append((_NAMED_ENV[name[: -len(_FILE_SUFFIX)]], secret, name))
+        elif name in _NAMED_ENV:
             out.append((_NAMED_ENV[name], value, name))
         elif "__" in name:
             out.append((tuple(p.lower() for p in name[len("RAGKEEP_") :].split("__")), value, name))

@@ -13,6 +13,7 @@ from ragkeep.api import errors, ratelimit
 from ragkeep.api.lifecycle import service
 from ragkeep.api.routes import chunks, collections, documents, health, indices, metrics, retrieval, system, users
 from ragkeep.api.services import Services
+from ragkeep.api.shutdown import drain_of
 from ragkeep.api.writes import MarkWrites
 from ragkeep.auth.tokens import TokenIssuer, load_or_create_secret
 from ragkeep.auth.users import ensure_admin
@@ -72,8 +73,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ("the search recorder", searches.start, searches.stop),
                 # repair invalid vector indexes, then warm them (background); drain cancels builds
                 ("the index builder", lambda: begin_startup(indexes, settings.database.read_urls), indexes.drain),
-                # this replica's lease, the dead replicas' sweep; drain cancels ingestions, kills parsers
-                ("the ingestor", lambda: ingestor.start(db.url), ingestor.drain),
+                # this replica's lease, the dead replicas' sweep; drain lets background uploads use
+                # what is left of the shutdown grace, then cancels them and kills the parsers
+                ("the ingestor", lambda: ingestor.start(db.url),
+                 lambda: ingestor.drain(drain.left_of(settings.app.shutdown_grace_seconds))),
                 # every replica schedules; maintenance_runs lets one run each tick
                 ("maintenance", maintenance.start, maintenance.stop),
                 ("auto promotion", promoter.start, promoter.stop),  # when [indices] auto_promote_threshold is set
@@ -88,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
 
     app = FastAPI(title="ragkeep", version=__version__, lifespan=lifespan)
+    drain = drain_of(app)  # marked on SIGTERM (api/shutdown.py): /v3/health/ready then answers 503
     errors.install(app)  # domain errors -> status (errors.STATUS; limits: 403/413/429 + Retry-After)
     errors.install_database_unavailable(app)  # psycopg.OperationalError -> 503 + Retry-After
     ratelimit.install(app)  # this process's clock for deleting old rate windows (docs/limits.md)

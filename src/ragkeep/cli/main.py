@@ -106,17 +106,12 @@ def serve(
         settings.app.port = port
     configure_logging(settings.app.log_level)
 
-    import uvicorn
-
     from ragkeep.api.app import create_app
+    from ragkeep.api.shutdown import serve as run_server
 
-    uvicorn.run(
-        create_app(settings),
-        host=settings.app.host,
-        port=settings.app.port,
-        log_config=None,
-        log_level=settings.app.log_level,
-    )
+    # SIGTERM: readiness answers 503 first, then requests and background uploads in flight get
+    # [app] shutdown_grace_seconds, then exit 0 (api/shutdown.py, docs/deploy.md).
+    run_server(create_app(settings), settings)
 
 
 # -- ingest -----------------------------------------------------------------------------------

@@ -95,7 +95,7 @@ def pool_kwargs(url: str, config: DatabaseConfig) -> dict[str, object]:
 
 async def open_database(settings: Settings, dimension: int, model_name: str) -> Database:
     embedded = None
-    url = settings.database.url
+    url = settings.database.connection_url()
     if not url:
         url, embedded = start_embedded(settings)
         log.info("using the embedded PostgreSQL in %s", settings.pgdata)

@@ -8,6 +8,7 @@ the newer schema does not expect), not a crash half-way through a query.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -45,6 +46,19 @@ def load_migrations() -> list[Migration]:
         if m:
             found.append(Migration(int(m.group(1)), m.group(2), entry.read_text(encoding="utf-8")))
     return sorted(found, key=lambda m: m.version)
+
+
+@functools.cache
+def latest_version() -> int:
+    """The schema version this code expects (its newest migration); readiness compares it."""
+    return load_migrations()[-1].version
+
+
+async def schema_version(conn: psycopg.AsyncConnection) -> int:
+    """The newest migration applied (0: none): one cheap query, for readiness checks."""
+    cur = await conn.execute("SELECT coalesce(max(version), 0) FROM schema_version")
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:

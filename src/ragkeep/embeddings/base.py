@@ -69,6 +69,11 @@ class EmbeddingProvider(abc.ABC):
         self._query_cache: OrderedDict[tuple[object, str], np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the model can embed now (readiness checks it); a remote one is always assumed so."""
+        return True
+
     @abc.abstractmethod
     def tokenizer(self) -> Tokenizer:
         """An untruncated tokenizer that counts tokens as the model does (or as near as is known),

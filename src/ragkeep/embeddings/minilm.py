@@ -193,6 +193,10 @@ class MiniLMProvider(EmbeddingProvider):
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
         return [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
 
+    @property
+    def loaded(self) -> bool:
+        return self._session is not None
+
     def _live_session(self) -> ort.InferenceSession:
         session = self._session
         if session is None:

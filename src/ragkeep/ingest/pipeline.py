@@ -281,8 +281,18 @@ class Ingestor:
             except psycopg.Error as e:  # the outcome is stored; a standby may show it a moment late
                 log.warning("could not record the write position of document %s: %s", upload.document_id, e)
 
-    async def drain(self) -> None:
-        """Cancel background work at shutdown (each task records its failure), then let the lease go."""
+    async def drain(self, grace_seconds: float = 0.0) -> None:
+        """At shutdown: give background uploads up to ``grace_seconds`` to finish, cancel the rest
+        (each records its failure: "upload again"), then let the lease go.
+
+        The sweeper and the lease stay up during the grace, so no other replica fails these
+        documents while they are still being finished here."""
+        if self._background and grace_seconds > 0:
+            log.info("waiting up to %.0f s for %d background ingestions", grace_seconds, len(self._background))
+            await asyncio.wait(set(self._background), timeout=grace_seconds)
+            if self._background:
+                log.warning("cancelling %d background ingestions still running after the shutdown grace",
+                            len(self._background))
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)

@@ -22,6 +22,11 @@ def _monitor(scope: Scope) -> Monitor | None:
     return getattr(services, "monitor", None)
 
 
+#: Paths a balancer or orchestrator polls every second or so, from every balancer to every
+#: replica: not traffic, so neither timed nor recorded (they would lead the route statistics).
+PROBES = frozenset({"/v3/health/live", "/v3/health/ready"})
+
+
 class ActivityMiddleware:
     """Times every HTTP request and hands it to the app's :class:`~.monitor.Monitor`.
 
@@ -34,7 +39,7 @@ class ActivityMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        monitor = _monitor(scope) if scope["type"] == "http" else None
+        monitor = _monitor(scope) if scope["type"] == "http" and scope.get("path") not in PROBES else None
         if monitor is None:  # lifespan, websockets, or the app still starting
             await self.app(scope, receive, send)
             return
