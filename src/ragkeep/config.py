@@ -171,12 +171,16 @@ class DatabaseConfig(_Section):
 
     def connection_url(self) -> str | None:
         """``url`` with ``password`` in it when the URL has none (libpq: a ``password`` parameter)."""
-        if not self.url or not self.password:
-            return self.url
-        params = conninfo_to_dict(self.url)
-        if params.get("password"):
-            return self.url
-        return make_conninfo(self.url, password=self.password)
+        return self._with_password(self.url) if self.url else self.url
+
+    def read_connection_urls(self) -> list[str]:
+        """``read_urls``, each with ``password`` when it has none (a standby has the primary's roles)."""
+        return [self._with_password(u) for u in self.read_urls]
+
+    def _with_password(self, url: str) -> str:
+        if not self.password or conninfo_to_dict(url).get("password"):
+            return url
+        return make_conninfo(url, password=self.password)
 
 
 class EmbeddingConfig(_Section):

@@ -121,3 +121,14 @@ def test_without_read_urls_the_router_does_nothing(pg_url: str) -> None:
         await router.stop()
 
     asyncio.run(run())
+
+
+def test_database_password_goes_into_read_urls_without_one() -> None:
+    config = DatabaseConfig(
+        url="postgresql://u@p/ragkeep",
+        password="s3cret",
+        read_urls=["postgresql://u@s1/ragkeep", "postgresql://u:own@s2/ragkeep"],
+    )
+    first, second = config.read_connection_urls()
+    assert "password=s3cret" in first and "s1" in first
+    assert second == "postgresql://u:own@s2/ragkeep"  # a URL's own password wins

@@ -66,13 +66,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             monitor.reads = db.reads
             searches = SearchRecorder(db.pool, settings.metrics.flush_seconds, observer=monitor.metrics.observe_search)
             maintenance = Maintenance(settings.database.maintenance, db.url, settings.indices)
+            standby_urls = settings.database.read_connection_urls()
             if db.reads is not None and db.reads.enabled:  # read_urls: checks standbys, routes reads
                 await stack.enter_async_context(service("the read router", start=db.reads.start, stop=db.reads.stop))
             for name, start, stop in (
                 ("the monitor", monitor.start, monitor.stop),  # its stop writes the last activity
                 ("the search recorder", searches.start, searches.stop),
                 # repair invalid vector indexes, then warm them (background); drain cancels builds
-                ("the index builder", lambda: begin_startup(indexes, settings.database.read_urls), indexes.drain),
+                ("the index builder", lambda: begin_startup(indexes, standby_urls), indexes.drain),
                 # this replica's lease, the dead replicas' sweep; drain lets background uploads use
                 # what is left of the shutdown grace, then cancels them and kills the parsers
                 ("the ingestor", lambda: ingestor.start(db.url),

@@ -144,7 +144,7 @@ def _read_router(primary: ResilientPool, config: DatabaseConfig) -> ReadRouter:
 
     return ReadRouter(
         primary,
-        [standby(url, make_pool) for url in config.read_urls],
+        [standby(url, make_pool) for url in config.read_connection_urls()],
         max_lag_seconds=config.max_replica_lag_seconds,
         check_seconds=config.replica_check_seconds,
     )
