@@ -75,3 +75,25 @@ def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
         load_settings(write(tmp_path, "[app\n"), environ={})
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "nope.toml", environ={})
+
+
+def test_named_variables_read_from_files(tmp_path: Path) -> None:
+    """Docker and Kubernetes secrets are files: ``<NAME>_FILE`` reads the value, one newline dropped."""
+    key = tmp_path / "secret_key"
+    key.write_text("s3cret-key\n")
+    pw = tmp_path / "db_password"
+    pw.write_text("pw with spaces\r\n")
+    s = load_settings(environ={"RAGKEEP_SECRET_KEY_FILE": str(key), "RAGKEEP_DATABASE_PASSWORD_FILE": str(pw),
+                               "RAGKEEP_DATABASE_URL": "postgresql://u@h/db"})
+    assert s.auth.secret_key == "s3cret-key"
+    assert s.database.password == "pw with spaces"
+    assert "password='pw with spaces'" in (s.database.connection_url() or "")
+
+
+def test_file_variables_refuse_a_missing_file_and_a_double_setting(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="RAGKEEP_SECRET_KEY_FILE: cannot read"):
+        load_settings(environ={"RAGKEEP_SECRET_KEY_FILE": str(tmp_path / "absent")})
+    key = tmp_path / "k"
+    key.write_text("x")
+    with pytest.raises(ConfigError, match="both RAGKEEP_SECRET_KEY and RAGKEEP_SECRET_KEY_FILE"):
+        load_settings(environ={"RAGKEEP_SECRET_KEY": "y", "RAGKEEP_SECRET_KEY_FILE": str(key)})
