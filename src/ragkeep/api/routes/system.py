@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Path, Query
 
-from ragkeep.api.deps import BIGINT_MAX, DbDep, Limit, Offset, PrincipalDep, ServicesDep, SuperuserDep
+from ragkeep.api.deps import BIGINT_MAX, DbDep, Limit, Offset, PrincipalDep, ReadsDep, ServicesDep, SuperuserDep
 from ragkeep.api.errors import ApiError
 from ragkeep.api.guard import GuardedRoute
 from ragkeep.api.schemas import (
@@ -124,10 +124,11 @@ Top = Annotated[int, Query(ge=1, le=1000, description="How many users to list, 1
 
 @router.get("/stats", response_model=Results[SystemStatsOut])
 async def system_stats(
-    _: SuperuserDep, services: ServicesDep, db: DbDep, window_hours: WindowHours = 24, top: Top = 10
+    _: SuperuserDep, services: ServicesDep, reads: ReadsDep, window_hours: WindowHours = 24, top: Top = 10
 ) -> Results[SystemStatsOut]:
-    """The operator's metrics over the last ``window_hours``, the same from every replica."""
-    async with db.connection() as conn:
+    """The operator's metrics over the last ``window_hours``, the same from every replica (and a
+    standby: they are read from the roll-up tables, not from pg_stat views)."""
+    async with reads.connection() as conn:
         data = await stats.system_stats(
             conn, window_hours=window_hours, top=top,
             instance_timeout=services.settings.metrics.instance_timeout_seconds,
@@ -137,12 +138,12 @@ async def system_stats(
 
 @router.get("/users/{user_id}/stats", response_model=Results[UserStatsOut])
 async def user_stats(
-    user_id: uuid.UUID, principal: PrincipalDep, db: DbDep, window_hours: WindowHours = 24
+    user_id: uuid.UUID, principal: PrincipalDep, reads: ReadsDep, window_hours: WindowHours = 24
 ) -> Results[UserStatsOut]:
     """One user's figures: a superuser's for anyone, a user's for themself (403 otherwise)."""
     if user_id != principal.id and not principal.is_superuser:
         raise ApiError(403, "only a superuser may read another user's stats")
-    async with db.connection() as conn:
+    async with reads.connection() as conn:
         data = await stats.user_stats(conn, user_id, window_hours=window_hours)
     if data is None:
         raise ApiError(404, f"no user {user_id}")
