@@ -415,7 +415,7 @@ def breakdown(server: ServerThread, bench: Bench, token: str, kind: Kind, n: int
     import fastapi.routing as fastapi_routing
 
     import ragkeep.api.deps as deps
-    import ragkeep.api.routes.retrieval as retrieval
+    import ragkeep.search.chunk_search as chunk_search
 
     times: dict[str, list[float]] = {}
 
@@ -437,10 +437,11 @@ def breakdown(server: ServerThread, bench: Bench, token: str, kind: Kind, n: int
     pool = services.db.pool
     originals = [
         (fastapi_routing, "solve_dependencies"), (fastapi_routing, "serialize_response"),
-        (deps, "load_principal"), (retrieval, "run_search"),
+        (deps, "load_principal"), (chunk_search, "run_search"),
     ]
     saved = {(m, a): getattr(m, a) for m, a in originals}
     decode, connection, stack = services.tokens.decode, pool.connection, app.middleware_stack
+    getconn, putconn = pool.getconn, pool.putconn
 
     def timed_decode(*a: Any, **k: Any) -> Any:
         t0 = time.perf_counter()
@@ -460,6 +461,22 @@ def breakdown(server: ServerThread, bench: Bench, token: str, kind: Kind, n: int
             await es.aclose()  # COMMIT, then the connection goes back
             record("pool return (COMMIT)", t1)
 
+    # A request's shared connection (db/shared.py) is checked out with getconn and given back
+    # with putconn; each of its blocks commits at its end, inside the block's time.
+    async def timed_getconn(*a: Any, **k: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return await getconn(*a, **k)
+        finally:
+            record("pool checkout", t0)
+
+    async def timed_putconn(*a: Any, **k: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return await putconn(*a, **k)
+        finally:
+            record("pool return", t0)
+
     labels = {
         "solve_dependencies": "FastAPI dependencies (body, auth incl. DB, services)",
         "serialize_response": "FastAPI response_model validation + encoding",
@@ -471,6 +488,7 @@ def breakdown(server: ServerThread, bench: Bench, token: str, kind: Kind, n: int
             setattr(m, a, wrap_async(labels[a], saved[(m, a)]))
         services.tokens.decode = timed_decode  # type: ignore[method-assign]
         pool.connection = timed_connection  # type: ignore[method-assign]
+        pool.getconn, pool.putconn = timed_getconn, timed_putconn  # type: ignore[method-assign]
         app.middleware_stack = wrap_async("ASGI app, whole request", stack)  # type: ignore[assignment]
         client = []
         for i in range(n + 20):
@@ -484,9 +502,10 @@ def breakdown(server: ServerThread, bench: Bench, token: str, kind: Kind, n: int
             setattr(m, a, f)
         services.tokens.decode = decode  # type: ignore[method-assign]
         pool.connection = connection  # type: ignore[method-assign]
+        pool.getconn, pool.putconn = getconn, putconn  # type: ignore[method-assign]
         app.middleware_stack = stack  # type: ignore[assignment]
     order = ["ASGI app, whole request", labels["solve_dependencies"], "JWT decode", labels["load_principal"],
-             labels["run_search"], "pool checkout", "pool return (COMMIT)", labels["serialize_response"]]
+             labels["run_search"], "pool checkout", "pool return", "pool return (COMMIT)", labels["serialize_response"]]
     out = [("client round trip (HTTP)", Series(client))]
     out += [(name, Series(times[name])) for name in order if name in times]
     return out
@@ -642,7 +661,7 @@ def run(server: ServerThread, url: str, users: list[uuid.UUID], sizes: list[int]
         small_token = services.tokens.issue(small_uid, "access")
         for kind in (Kind.SEMANTIC, Kind.FULL_TEXT):
             print(f"\nWhere a small user's {kind.value} search spends its time (wall, median / p95 ms, "
-                  "precomputed vector; counts are per request, two pool checkouts):")
+                  "precomputed vector; n = how many in 200 requests: pool checkouts per request = n / 200):")
             for name, series in breakdown(server, bench, small_token, kind):
                 print(f"  {name:<56} {series.median:6.2f} / {series.p95:6.2f}  (n={len(series.times)})")
         if args.profile:
