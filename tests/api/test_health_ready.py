@@ -3,8 +3,6 @@ again once it is back) and a schema older than the code (503 naming the versions
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -13,18 +11,9 @@ import pytest
 
 from ragkeep.db.migrate import latest_version
 from ragkeep.db.server import start_server, stop_server
-from tests.support import ServerThread, make_settings, own_server
+from tests.support import ServerThread, make_settings, own_server, wait_for
 
 pytestmark = pytest.mark.db
-
-
-def wait_for(check: Callable[[], bool], what: str, deadline: float = 60.0) -> None:
-    end = time.monotonic() + deadline
-    while not check():
-        if time.monotonic() > end:
-            pytest.fail(f"not within {deadline:.0f} s: {what}")
-        time.sleep(0.1)
-
 
 def ready(base_url: str) -> httpx.Response:
     return httpx.get(f"{base_url}/v3/health/ready", timeout=10)

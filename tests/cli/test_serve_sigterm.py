@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -14,19 +13,10 @@ import psycopg
 import pytest
 
 from tests.faults.test_ingest_crash import prose
-from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, login, own_database
+from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, login, own_database, wait_for
 from tests.support.replicas import serve_processes, write_config
 
 pytestmark = pytest.mark.db
-
-
-def wait_for(predicate, what: str, timeout: float = 180) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
 
 def test_sigterm_finishes_requests_and_uploads_in_flight(pg_url: str, tmp_path: Path) -> None:
     with own_database(pg_url, "sigterm") as url:

@@ -8,28 +8,18 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import psycopg
 import pytest
 
 from ragkeep.db.server import ServerInfo, create_replica, start_server, stop_server
-from tests.support import ServerThread, TestUser, make_settings, register
+from tests.support import ServerThread, TestUser, make_settings, register, wait_for
 
 pytestmark = pytest.mark.db
 
-DEADLINE = 60.0
 MAX_LAG = 2.0
-
-
-def wait_for(check: Callable[[], bool], what: str) -> None:
-    end = time.monotonic() + DEADLINE
-    while not check():
-        if time.monotonic() > end:
-            pytest.fail(f"not within {DEADLINE:.0f} s: {what}")
-        time.sleep(0.05)
-
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerInfo, ServerInfo]]:

@@ -1,18 +1,17 @@
 """The standalone server of ``ragkeep db start`` and its streaming replicas (``db replica``):
 real servers in temp folders on free ports, over TCP with the generated password."""
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from ragkeep.db.server import ServerError, ServerInfo, create_replica, read_server, start_server, stop_server
+from tests.support import wait_for
 
 pytestmark = pytest.mark.db
 
-DEADLINE = 60.0
 
 
 @pytest.fixture
@@ -29,16 +28,6 @@ def primary(tmp_path: Path, servers: list[Path]) -> ServerInfo:
     info = start_server(tmp_path / "primary", port=0, shared_buffers="32MB")
     servers.append(info.data_dir)
     return info
-
-
-def wait_for(check: Callable[[], bool], what: str) -> None:
-    """Poll ``check`` until it holds; fail after a generous deadline (no fixed sleeps)."""
-    end = time.monotonic() + DEADLINE
-    while not check():
-        if time.monotonic() > end:
-            pytest.fail(f"not within {DEADLINE:.0f} s: {what}")
-        time.sleep(0.05)
-
 
 def count(url: str) -> int:
     with psycopg.connect(url) as conn:

@@ -7,14 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, free_port, login, own_database
+from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, free_port, login, own_database, wait_for
 from tests.support.replicas import serve_processes, write_config
 from tests.support.system import require_tool
 
@@ -74,15 +73,6 @@ def test_haproxy_cfg_with_dns_discovery_is_valid(tmp_path: Path) -> None:
     env = haproxy_env(tmp_path, ":7272", []) | {"RAGKEEP_DISCOVER": "tasks.ragkeep:7272"}
     done = subprocess.run([tool, "-c", "-f", str(DEPLOY / "haproxy.cfg")], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
-
-
-def wait_for(predicate, what: str, timeout: float = 120) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
 
 @pytest.fixture
 def shared_db(pg_url: str) -> Iterator[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import secrets
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.support import create_database, drop_database, login
+from tests.support import create_database, drop_database, login, wait_for
 from tests.support.replicas import replicas
 
 WORDS = [
@@ -46,15 +45,6 @@ def status(client: httpx.Client, doc_id: str) -> dict:
     assert r.status_code == 200, r.text
     return r.json()["results"]
 
-
-def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.25)
-
-
 @pytest.fixture
 def shared_db(pg_url: str) -> Iterator[str]:
     url = create_database(pg_url, "crash")
@@ -75,7 +65,7 @@ def test_kill_9_mid_ingestion_is_swept_by_the_surviving_replica(shared_db: str, 
             r = on_a.post("/v3/documents", files={"file": (f"big{n}.txt", content, "text/plain")})
             assert r.status_code == 202, r.text
             ids.append(r.json()["results"]["document_id"])
-        wait_for(lambda: status(on_b, ids[0])["ingestion_status"] == "embedding", 120, "A to start embedding")
+        wait_for(lambda: status(on_b, ids[0])["ingestion_status"] == "embedding", "A to start embedding", timeout=120)
 
         a.process.kill()  # kill -9: no shutdown code runs
         a.process.wait(30)
@@ -86,7 +76,7 @@ def test_kill_9_mid_ingestion_is_swept_by_the_surviving_replica(shared_db: str, 
         assert status(on_b, ids[0])["ingestion_status"] == "failed"
 
         # The other document, never re-uploaded, is failed by B's sweeper within a bounded wait.
-        wait_for(lambda: status(on_b, ids[1])["ingestion_status"] == "failed", 60, "the sweeper to fail it")
+        wait_for(lambda: status(on_b, ids[1])["ingestion_status"] == "failed", "the sweeper to fail it", timeout=60)
         assert "interrupted" in status(on_b, ids[1])["error"]
         r = on_b.post("/v3/documents", files={"file": ("big1-again.txt", second, "text/plain")})
         assert r.status_code == 202, r.text

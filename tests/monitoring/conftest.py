@@ -6,10 +6,9 @@ database, shared with every other test, would make them moving targets.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import psycopg
@@ -19,20 +18,6 @@ from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, ServerThread, login, own_
 
 #: The bearer token /metrics wants on the module's server.
 PROM_TOKEN = "prometheus-test-token"
-T = TypeVar("T")
-
-
-def wait_for(check: Callable[[], T | None], timeout: float = 30, what: str = "the flushed figures") -> T:
-    """Poll ``check`` until it returns something truthy: flushes are asynchronous by design."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gave up waiting for {what}")
-        time.sleep(0.1)
-
 
 @pytest.fixture(scope="module")
 def metrics_server(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:

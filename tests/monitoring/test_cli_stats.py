@@ -9,8 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner, Result
 
 from ragkeep.cli.main import app
-from tests.monitoring.conftest import wait_for
-from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, register
+from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, register, wait_for
 
 runner = CliRunner()
 

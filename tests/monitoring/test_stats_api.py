@@ -12,8 +12,8 @@ import uuid
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.monitoring.conftest import PROM_TOKEN, query, wait_for
-from tests.support import TestUser, register
+from tests.monitoring.conftest import PROM_TOKEN, query
+from tests.support import TestUser, register, wait_for
 
 TEXT = "Rivers carry water to the sea. Mountains hold snow through the summer. " * 12
 

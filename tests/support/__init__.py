@@ -13,13 +13,15 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import psycopg
+import pytest
 import uvicorn
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -30,6 +32,23 @@ from ragkeep.db.database import prepare_schema
 
 ADMIN_EMAIL = "admin@ragkeep.test"
 ADMIN_PASSWORD = "admin-password-for-tests"
+
+
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T], what: str = "the condition", timeout: float = 60.0) -> T:
+    """Poll ``check`` until it returns something truthy, and return that; fail the test, naming
+    ``what``, after ``timeout`` seconds. For what is asynchronous by design (flushes, replication,
+    health checks): a deadline, never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout:g} s: {what}")
+        time.sleep(0.05)
 
 
 def free_port() -> int:
