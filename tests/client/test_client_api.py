@@ -339,19 +339,22 @@ def test_async_client_covers_the_new_namespaces(base_url: str, make_user) -> Non
 
 
 def test_indices_create_retrieve_delete_as_developers_md_reads(base_url: str) -> None:
-    """DEVELOPERS.md's calls: client.indices.create({...}), .list(), .delete(index_name=..., table_name=...)."""
+    """DEVELOPERS.md's calls: client.indices.create({...}), .list(), .delete(index_name=..., table_name=...);
+    and the scaling guide's keyword form (index_method=..., index_arguments=...), merged over the dict."""
     import time
 
     from ragkeep import Client
     from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD
 
     client = Client(base_url, email=ADMIN_EMAIL, password=ADMIN_PASSWORD)
-    client.indices.create({"table_name": "vectors", "index_method": "hnsw", "index_measure": "cosine_distance",
-                           "index_arguments": {"m": 8, "ef_construction": 32}, "index_name": "ix_client_test"})
+    client.indices.create({"table_name": "vectors", "index_method": "ivfflat", "index_measure": "cosine_distance",
+                           "index_arguments": {"lists": 4}, "index_name": "ix_client_test"},
+                          index_method="hnsw", index_arguments={"m": 8, "ef_construction": 32})
     deadline = time.monotonic() + 120
-    while client.indices.retrieve("ix_client_test")["results"]["index"]["status"] != "valid":
+    while (index := client.indices.retrieve("ix_client_test")["results"]["index"])["status"] != "valid":
         assert time.monotonic() < deadline
         time.sleep(0.2)
+    assert "USING hnsw" in index["definition"] and "m='8'" in index["definition"], index["definition"]
     names = [i["index"]["name"] for i in client.indices.list()["results"]["indices"]]
     assert "ix_client_test" in names
     assert "dropped" in client.indices.delete(index_name="ix_client_test", table_name="vectors")["results"]["message"]

@@ -459,15 +459,38 @@ class Retrieval(_Namespace[R_co]):
 class Indices(_Namespace[R_co]):
     """The vector indexes (``/v3/indices``, superusers only), as R2R's ``client.indices``."""
 
-    def create(self, config: dict[str, Any] | Any, filters: dict[str, Any] | None = None) -> R_co:
-        """Start building an index; ``config`` is R2R's ``IndexConfig`` (a dict or its model).
+    def create(
+        self,
+        config: dict[str, Any] | Any | None = None,
+        filters: dict[str, Any] | None = None,
+        *,
+        table_name: str | None = None,
+        index_method: str | None = None,
+        index_measure: str | None = None,
+        index_arguments: dict[str, Any] | None = None,
+        index_name: str | None = None,
+        index_column: str | None = None,
+        concurrently: bool | None = None,
+    ) -> R_co:
+        """Start building an index; ``config`` is R2R's ``IndexConfig`` (a dict or its model), or
+        its fields as keywords, as the scaling guide writes it::
 
-        ``filters`` naming one owner (``{"owner_id": {"$eq": uid}}``) builds a partial index over
-        that user's vectors. The build runs in the background: ``list``/``retrieve`` show
-        ``status`` (and ``progress``) until ``valid``."""
-        if hasattr(config, "model_dump"):
+            client.indices.create(table_name="vectors", index_method="hnsw",
+                                  index_arguments={"m": 32, "ef_construction": 80})
+
+        Keywords given with ``config`` override its fields. ``filters`` naming one owner
+        (``{"owner_id": {"$eq": uid}}``) builds a partial index over that user's vectors. The
+        build runs in the background: ``list``/``retrieve`` show ``status`` (and ``progress``)
+        until ``valid``."""
+        if config is not None and hasattr(config, "model_dump"):
             config = config.model_dump()
-        body: dict[str, Any] = {"config": _jsonable(config)}
+        fields = {
+            "table_name": table_name, "index_method": index_method, "index_measure": index_measure,
+            "index_arguments": index_arguments, "index_name": index_name, "index_column": index_column,
+            "concurrently": concurrently,
+        }
+        merged = {**(config or {}), **{k: v for k, v in fields.items() if v is not None}}
+        body: dict[str, Any] = {"config": _jsonable(merged)}
         if filters is not None:
             body["filters"] = _jsonable(filters)
         return self._send(Request("POST", "/v3/indices", json=body))
