@@ -40,6 +40,10 @@ def standby_reads(c: Cluster) -> list[float]:
     return out
 
 
+def primary_reads(c: Cluster) -> float:
+    return sum(c.metrics(r.index).get("ragkeep_reads_total", target="primary") for r in c.replicas)
+
+
 def on_standby(c: Cluster, document_id: str) -> bool:
     assert c.standby_url is not None
     with psycopg.connect(c.standby_url, autocommit=True) as conn:
@@ -91,12 +95,14 @@ def test_a_stopped_standby_fails_no_search_and_is_used_again_once_started(lb: Cl
     lb.wait_replayed()
     lb.stop_standby()
     try:
+        on_primary = primary_reads(lb)
         for _ in range(20):  # from the first request after the stop: never a failure, no retry
             assert doc in user.search("tardigrade cryptobiosis")
         wait_for(lambda: not any(lb.standby_in_rotation(r.index) for r in lb.replicas),
                  "the stopped standby out of rotation on every replica")
         for _ in range(10):
             assert doc in user.search("tardigrade cryptobiosis")
+        assert primary_reads(lb) >= on_primary + 30  # every one of them read on the primary
     finally:
         out = lb.start_standby()
     assert "hot standby" in out, out
