@@ -4,7 +4,10 @@ helpers to make users.
 Nothing here fakes the database or the model: the server runs the product code against the
 embedded PostgreSQL started for the test session. Submodules hold the harnesses of the fault
 tests and benchmarks: ``outage`` (a server process whose PostgreSQL is stopped or killed),
-``replicas`` (``ragkeep serve`` processes on one database), ``hostile`` (hostile requests).
+``replicas`` (``ragkeep serve`` processes on one database), ``hostile`` (hostile requests),
+``cluster`` (a whole deployment: ``ragkeep db start`` primary, ``db replica`` standby, ``ragkeep
+serve`` replicas and HAProxy, for tests/cluster/ and bench/cluster.py), ``system`` (tools such as
+HAProxy that a test needs: skip, or fail under CI).
 """
 
 from __future__ import annotations
