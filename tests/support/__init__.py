@@ -24,7 +24,6 @@ from typing import TypeVar
 
 import httpx
 import psycopg
-import pytest
 import uvicorn
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -40,18 +39,18 @@ ADMIN_PASSWORD = "admin-password-for-tests"
 T = TypeVar("T")
 
 
-def wait_for(check: Callable[[], T], what: str = "the condition", timeout: float = 60.0) -> T:
-    """Poll ``check`` until it returns something truthy, and return that; fail the test, naming
-    ``what``, after ``timeout`` seconds. For what is asynchronous by design (flushes, replication,
-    health checks): a deadline, never a fixed sleep."""
+def wait_for(check: Callable[[], T], what: str = "the condition", timeout: float = 60.0, every: float = 0.05) -> T:
+    """Poll ``check`` every ``every`` seconds until it returns something truthy, and return that;
+    AssertionError naming ``what`` after ``timeout`` seconds (benchmarks use it too). For what is
+    asynchronous by design (flushes, replication, health checks): a deadline, never a fixed sleep."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout:g} s: {what}")
-        time.sleep(0.05)
+            raise AssertionError(f"not within {timeout:g} s: {what}")
+        time.sleep(every)
 
 
 def free_port() -> int:

@@ -49,7 +49,7 @@ from typing import Any, TypeVar
 import httpx
 import psycopg
 
-from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, free_port
+from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 HAPROXY_CFG = ROOT / "deploy" / "haproxy.cfg"
@@ -105,15 +105,6 @@ def to_toml(data: Mapping[str, Any], prefix: str = "") -> str:
     for key, table in tables.items():
         text += to_toml(table, f"{prefix}.{json.dumps(key)}" if prefix else json.dumps(key))
     return text
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 60.0, every: float = 0.1) -> None:
-    """Poll ``check`` until it is true; AssertionError naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f} s: {what}")
-        time.sleep(every)
 
 
 def parse_metrics(text: str) -> dict[str, dict[frozenset[tuple[str, str]], float]]:
