@@ -69,35 +69,74 @@ def start(
         typer.Option("--password", envvar="RAGKEEP_DB_PASSWORD",
                      help="The ragkeep role's password (default: the stored one, else a generated one)."),
     ] = None,
+    citus_workers: Annotated[
+        int | None,
+        typer.Option("--citus-workers", min=1, max=16,
+                     help="Start a Citus coordinator and this many workers on 127.0.0.1 (in D.worker1...; Citus "
+                     "built with ../shared/tools/build-citus.sh). Default: as the folder last ran."),
+    ] = None,
     config: Config = None,
 ) -> None:
     """Start the shared PostgreSQL (initialised if new); print its URL. Running already: print it."""
     settings = load_settings_or_exit(config)
-    from ragkeep.db import server
+    from ragkeep.db import citus, server
 
+    folder = _data_dir(settings, data_dir)
+    known = citus.read_cluster(folder) if citus.cluster_file(folder).exists() else None
+    workers = citus_workers or (len(known.workers) if known else 0)
     try:
-        info = server.start_server(
-            _data_dir(settings, data_dir), port=port, listen=listen, password=password,
-            shared_buffers=settings.database.embedded_shared_buffers,
-            default_port=settings.database.server.port, default_listen=settings.database.server.listen,
-        )
+        if workers:
+            cluster = citus.start_cluster(
+                folder, workers, port=port, listen=listen, password=password,
+                shared_buffers=settings.database.embedded_shared_buffers,
+                default_port=settings.database.server.port, default_listen=settings.database.server.listen,
+            )
+            info = cluster.coordinator
+        else:
+            info = server.start_server(
+                folder, port=port, listen=listen, password=password,
+                shared_buffers=settings.database.embedded_shared_buffers,
+                default_port=settings.database.server.port, default_listen=settings.database.server.listen,
+            )
     except server.EmbeddedPostgresError as e:
         fail(str(e))
     _show(info, "started" if info.started else "already running")
+    if workers:
+        _show_nodes(info)
+
+
+def _show_nodes(info: "ServerInfo") -> None:
+    """The Citus nodes as the running coordinator lists them (pg_dist_node)."""
+    from ragkeep.db import citus
+
+    try:
+        nodes = citus.list_nodes(info)
+    except Exception as e:  # status must still print what it knows
+        err().print(f"cannot list the Citus nodes: {e}", soft_wrap=True, highlight=False)
+        return
+    console = out()
+    console.print(f"Citus: {sum(n.role == 'worker' for n in nodes)} workers", highlight=False)
+    for node in nodes:
+        state = "active" if node.active else "inactive"
+        console.print(f"  node {node.nodeid}: {node.role} {node.host}:{node.port} ({state})", highlight=False)
 
 
 @app.command()
 def stop(data_dir: DataDir = None, config: Config = None) -> None:
-    """Stop the server in the data folder (fast shutdown: sessions end, clean checkpoint)."""
+    """Stop the server in the data folder (fast shutdown: sessions end, clean checkpoint), and its
+    Citus workers if it is a coordinator."""
     settings = load_settings_or_exit(config)
-    from ragkeep.db import server
+    from ragkeep.db import citus, server
 
     folder = _data_dir(settings, data_dir)
     try:
-        stopped = server.stop_server(folder)
+        stopped = citus.stop_cluster(folder)
     except server.EmbeddedPostgresError as e:
         fail(str(e))
-    out().print(f"stopped the server in {folder}" if stopped else f"no server running in {folder}", highlight=False)
+    if not stopped:
+        out().print(f"no server running in {folder}", highlight=False)
+    for each in stopped:
+        out().print(f"stopped the server in {each}", highlight=False)
 
 
 def _read(data_dir: Path | None, config: Path | None) -> "ServerInfo":
@@ -122,7 +161,16 @@ def status(data_dir: DataDir = None, config: Config = None) -> None:
     """Whether the server runs, as a primary or a standby, and where. Exit 1 when it is stopped."""
     info = _read(data_dir, config)
     _show(info, "running" if info.running else "stopped")
-    if not info.running:
+    from ragkeep.db import citus
+
+    cluster = citus.read_cluster(info.data_dir)
+    if cluster is not None:
+        if info.running:
+            _show_nodes(info)
+        for worker in cluster.workers:
+            out().print(f"  worker {worker.data_dir}: port {worker.port}, {'running' if worker.running else 'stopped'}",
+                        soft_wrap=True, highlight=False)
+    if not info.running or (cluster is not None and not all(w.running for w in cluster.workers)):
         raise typer.Exit(1)
 
 

@@ -80,11 +80,12 @@ def socket_dir_for(pgdata: Path, port: int) -> Path:
     return Path(tempfile.gettempdir()) / f"ragkeep-pg-{digest}"
 
 
-def common_options(socket_dir: Path, shared_buffers: str) -> list[str]:
-    """Server settings every ragkeep PostgreSQL starts with (the extensions ragkeep preloads)."""
+def common_options(socket_dir: Path, shared_buffers: str, preload: str = PRELOAD) -> list[str]:
+    """Server settings every ragkeep PostgreSQL starts with (the extensions ragkeep preloads;
+    a Citus node's list starts with ``citus``, which must come first)."""
     return [
         f"-c unix_socket_directories='{socket_dir}'",
-        f"-c shared_preload_libraries='{PRELOAD}'",
+        f"-c shared_preload_libraries='{preload}'",
         f"-c shared_buffers={shared_buffers}",
         "-c pg_stat_statements.track=top",
     ]

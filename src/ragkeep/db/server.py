@@ -63,6 +63,8 @@ class ServerInfo:
     running: bool = False
     #: True when this call started it (False: it was running already).
     started: bool = False
+    #: shared_preload_libraries (a Citus node's starts with ``citus``), kept for later starts.
+    preload: str = pgctl.PRELOAD
 
     @property
     def host(self) -> str:
@@ -117,13 +119,13 @@ def read_server(data_dir: Path) -> ServerInfo:
         ) from None
     return ServerInfo(
         data_dir, int(state["port"]), str(state["listen"]), str(state["user"]), password, bool(state["standby"]),
-        running=pgctl.running(data_dir),
+        running=pgctl.running(data_dir), preload=str(state.get("preload", pgctl.PRELOAD)),
     )
 
 
 def _save(info: ServerInfo) -> None:
     _write_private(password_file(info.data_dir), info.password + "\n")
-    state = {k: v for k, v in asdict(info).items() if k in ("port", "listen", "user", "standby")}
+    state = {k: v for k, v in asdict(info).items() if k in ("port", "listen", "user", "standby", "preload")}
     _write_private(state_file(info.data_dir), json.dumps(state, indent=2) + "\n")
 
 
@@ -172,8 +174,10 @@ def _launch(info: ServerInfo, shared_buffers: str) -> None:
         f"-c listen_addresses='{info.listen}'",
         f"-c port={info.port}",
         "-c password_encryption=scram-sha-256",
-        *pgctl.common_options(sock, shared_buffers),
+        *pgctl.common_options(sock, shared_buffers, info.preload),
         *REPLICATION_OPTIONS,
+        # Citus moves shards with logical replication (citus_move_shard_placement).
+        *(["-c wal_level=logical"] if "citus" in info.preload.split(",") else []),
     ]
     log.info("starting PostgreSQL in %s on %s:%s", info.data_dir, info.listen, info.port)
     pgctl.start(info.data_dir, sock, options, log_file(info.data_dir))
@@ -202,11 +206,13 @@ def start_server(
     shared_buffers: str = "512MB",
     default_port: int = DEFAULT_PORT,
     default_listen: str = DEFAULT_LISTEN,
+    preload: str | None = None,
 ) -> ServerInfo:
     """Start the server in ``data_dir`` (initialised if new) unless it runs; return how to reach it.
 
-    ``port``, ``listen`` and ``password`` given win; else what the folder last ran with; else the
-    defaults (a new password is generated). Port 0 picks a free port, kept for later starts.
+    ``port``, ``listen``, ``password`` and ``preload`` given win; else what the folder last ran
+    with; else the defaults (a new password is generated). Port 0 picks a free port, kept for later
+    starts.
     A standby (from :func:`create_replica`) starts as one: its role and password are the primary's.
     """
     data_dir = data_dir.expanduser().resolve()
@@ -232,6 +238,7 @@ def start_server(
             data_dir, chosen_port, chosen_listen, stored.user if stored else ROLE,
             password or (stored.password if stored else secrets.token_urlsafe(24)), standby,
             running=True, started=True,
+            preload=preload or (stored.preload if stored else pgctl.PRELOAD),
         )
         pgctl.prepare_folder(data_dir)
         if not (data_dir / "PG_VERSION").exists():
