@@ -138,3 +138,30 @@ def test_a_stopped_standby_is_routed_around_and_used_again_once_back(
         start_server(standby.data_dir)
     wait_for(lambda: standby_state(server)["in_rotation"] == 1.0, "the restarted standby back in rotation")
     assert doc in search_ids(user, "tardigrade cryptobiosis")
+
+
+def test_vector_indexes_are_warmed_on_the_standby(server: ServerThread, pair: tuple[ServerInfo, ServerInfo]) -> None:
+    """pg_prewarm on a standby loads the standby's own buffers: searches routed there start warm."""
+    import asyncio
+
+    from ragkeep.indices.build import IndexBuilder
+    from ragkeep.indices.startup import warm_all
+
+    primary, standby = pair
+    with psycopg.connect(primary.url, autocommit=True) as conn:
+        conn.execute("CREATE INDEX IF NOT EXISTS ix_standby_warm ON chunks USING hnsw (embedding vector_cosine_ops)")
+        lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
+    with psycopg.connect(standby.url, autocommit=True) as conn:
+        wait_for(lambda: conn.execute("SELECT pg_last_wal_replay_lsn() >= %s", (lsn,)).fetchone() == (True,),
+                 "the standby has the index")
+        conn.execute("SELECT pg_buffercache_evict_relation('ix_standby_warm'::regclass)")
+        builder = IndexBuilder(primary.url)
+        names = asyncio.run(warm_all(builder, standby.url))
+        assert "ix_standby_warm" in names
+        cached = conn.execute(
+            "SELECT count(*) FROM pg_buffercache b JOIN pg_class c ON c.relfilenode = b.relfilenode "
+            "WHERE c.relname = 'ix_standby_warm' AND b.reldatabase = (SELECT oid FROM pg_database "
+            "WHERE datname = current_database())"
+        ).fetchone()[0]  # type: ignore[index]
+    assert cached > 0
+    assert builder.warmer.states == {}  # the primary's warm-up record is not the standby's
