@@ -71,6 +71,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ragkeep.db.database import connect_sync, prepare_schema, start_embedded  # noqa: E402
+from ragkeep.ingest.store import RECOUNT_OWNER_STATS_SQL, recount_params  # noqa: E402
 from ragkeep.search.filters import compile_filters  # noqa: E402
 from ragkeep.search.planner import Planner  # noqa: E402
 from ragkeep.search.queries import Kind, Strategy, build_search_sql  # noqa: E402
@@ -176,6 +177,8 @@ def load(url: str, sizes: list[int], paras: list[str], seed: int = 7) -> list[uu
                     for k in range(n):
                         text = "\n\n".join(paras[j] for j in picks[k][: widths[k]])[:1500]
                         copy.write_row((owner, uuid.uuid4(), doc, k, text, Jsonb({"kind": "bench"}), vecs[k]))
+        # COPY goes past ingest/store.py, which keeps owner_stats: count them from the rows.
+        conn.execute(RECOUNT_OWNER_STATS_SQL, recount_params(users))
         conn.commit()
         print(f"loaded {len(users)} users, {len(docs)} documents, {sum(sizes)} chunks by binary COPY "
               f"in {time.perf_counter() - t0:.0f} s", flush=True)

@@ -1,7 +1,7 @@
 """Test data for index tests: random unit vectors written straight into chunks for one user.
 
 Index builds need rows, not meaning; real ingestion of thousands of chunks would cost minutes.
-The rows are real (a documents row, chunks rows, owner_stats kept by the triggers) and deleted
+The rows are real (a documents row, chunks rows, owner_stats recounted as the store keeps it) and deleted
 afterwards by deleting the document (chunks cascade).
 """
 
@@ -15,6 +15,7 @@ import numpy as np
 import psycopg
 
 from ragkeep.db.database import connect_sync
+from ragkeep.ingest.store import RECOUNT_OWNER_STATS_SQL, recount_params
 
 
 def dimension(url: str) -> int:
@@ -45,6 +46,7 @@ def seeded(url: str, owner: uuid.UUID, rows: int, seed: int = 0) -> Iterator[uui
             copy.set_types(["uuid", "uuid", "uuid", "int4", "text", "vector"])
             for i, v in enumerate(vectors):
                 copy.write_row((owner, uuid.uuid4(), doc, i, f"chunk {i}", v))
+        conn.execute(RECOUNT_OWNER_STATS_SQL, recount_params([owner]))
         conn.execute("ANALYZE chunks")
         conn.commit()
     try:
@@ -52,3 +54,4 @@ def seeded(url: str, owner: uuid.UUID, rows: int, seed: int = 0) -> Iterator[uui
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("DELETE FROM documents WHERE owner_id = %s AND id = %s", (owner, doc))
+            conn.execute(RECOUNT_OWNER_STATS_SQL, recount_params([owner]))

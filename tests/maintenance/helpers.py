@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 import psycopg
 
+from ragkeep.ingest.store import RECOUNT_OWNER_STATS_SQL, recount_params
+
 DIMENSION = 384
 FINISHED = ("succeeded", "failed", "skipped")
 
@@ -34,6 +36,7 @@ def seed_chunks(url: str, owner_id: uuid.UUID, n: int) -> uuid.UUID:
             "FROM generate_series(1, %(n)s) g",
             {"owner": owner_id, "doc": doc, "n": n, "dim": DIMENSION},
         )
+        conn.execute(RECOUNT_OWNER_STATS_SQL, recount_params([owner_id]))
         conn.execute("SELECT pg_stat_force_next_flush()")
     return doc
 
@@ -43,6 +46,7 @@ def delete_chunks(url: str, owner_id: uuid.UUID, every: int) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
         cur = conn.execute("DELETE FROM chunks WHERE owner_id = %s AND chunk_order %% %s = 0", (owner_id, every))
         deleted = cur.rowcount
+        conn.execute(RECOUNT_OWNER_STATS_SQL, recount_params([owner_id]))
         # Statistics are flushed asynchronously; this makes the deletes visible when this
         # transaction ends, so "dead tuples before" can be asserted.
         conn.execute("SELECT pg_stat_force_next_flush()")

@@ -1,6 +1,6 @@
 """Deterministic synthetic vectors for planner tests: the plan depends on how many vectors a scope
 holds, not on what they mean, and thousands of real embeddings would take minutes to compute.
-Rows go through the real schema (users, documents, chunks; owner_stats by its triggers)."""
+Rows go through the real schema (users, documents, chunks; owner_stats recounted as the store would keep it)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import uuid
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
+
+from ragkeep.ingest.store import RECOUNT_OWNER_STATS_SQL, recount_params
 
 DIM = 384
 
@@ -35,6 +37,7 @@ def add_chunks(url: str, owner_id: uuid.UUID, vectors: np.ndarray, tags: list[st
             for i, v in enumerate(vectors):
                 tag = tags[i] if tags else "common"
                 copy.write_row((owner_id, uuid.uuid4(), doc, i, f"synthetic chunk {i}", f'{{"tag": "{tag}"}}', v))
+        conn.execute(RECOUNT_OWNER_STATS_SQL, recount_params([owner_id]))
     return doc
 
 

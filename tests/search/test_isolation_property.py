@@ -63,6 +63,7 @@ from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
 from ragkeep.db.database import connect_sync
+from ragkeep.ingest.store import RECOUNT_OWNER_STATS_SQL, recount_params
 from tests.support import ADMIN_EMAIL
 
 DIM = 384
@@ -509,6 +510,7 @@ class Built:
                         self.users[c.owner], k, self.docs[c.doc], [self.collections[i] for i in c.collections],
                         order, f"{WORD} number {n} of the isolation world", Jsonb(c.metadata), vectors[n],
                     ))
+            cur.execute(RECOUNT_OWNER_STATS_SQL, recount_params(self.users))
 
     def drop(self, conn) -> None:  # type: ignore[no-untyped-def]
         # Deleting the users cascades to their collections, memberships, documents and chunks.

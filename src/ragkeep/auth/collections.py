@@ -250,13 +250,22 @@ async def delete_owned_by(conn: psycopg.AsyncConnection, owner_id: uuid.UUID) ->
 async def _lock_document(
     conn: psycopg.AsyncConnection, principal: Principal, document_id: uuid.UUID
 ) -> dict[str, Any]:
-    """The document row, locked; NotFound if the caller may not read it."""
+    """The document row, locked; NotFound if the caller may not read it.
+
+    The owner is looked up first (no lock), then the row locked by ``(owner_id, id)``: on Citus a
+    ``FOR UPDATE`` must name the distribution column (one shard), and ids are unique across
+    owners, so the two steps find the same row (one deleted in between is simply not found)."""
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            "SELECT owner_id, collection_ids, ingestion_status FROM documents WHERE id = %s FOR UPDATE",
-            (document_id,),
-        )
-        row = await cur.fetchone()
+        await cur.execute("SELECT owner_id FROM documents WHERE id = %s", (document_id,))
+        owner = await cur.fetchone()
+        row = None
+        if owner is not None:
+            await cur.execute(
+                """SELECT owner_id, collection_ids, ingestion_status FROM documents
+                   WHERE owner_id = %s AND id = %s FOR UPDATE""",
+                (owner["owner_id"], document_id),
+            )
+            row = await cur.fetchone()
     if row is None or not (
         principal.is_superuser
         or row["owner_id"] == principal.id

@@ -93,7 +93,7 @@ async def count_rows(
     conn: psycopg.AsyncConnection, table: str, owner_id: uuid.UUID | None = None
 ) -> int:
     """The rows the build will read: the planner's estimate (reltuples) for a whole table, or the
-    owner's cached count (owner_stats, kept exact by triggers) for a partial index; counted when
+    owner's cached count (owner_stats, kept exact by the store) for a partial index; counted when
     neither is known (a table never analysed has reltuples = -1)."""
     if owner_id is not None:
         cur = await conn.execute("SELECT chunk_count FROM owner_stats WHERE owner_id = %s", (owner_id,))

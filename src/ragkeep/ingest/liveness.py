@@ -90,11 +90,42 @@ class IngestLease:
 
 INTERRUPTED = "ingestion was interrupted (the server processing it stopped); upload the document again"
 
-#: A document in flight (alias ``d``) that nobody will finish: its replica's lease lock is free
-#: (taken here until the transaction ends), or, for rows claimed before leases existed, no
-#: progress for 15 minutes.
-DEAD = f"""(d.ingest_lease IS NOT NULL AND pg_try_advisory_xact_lock({LEASE_CLASS}, d.ingest_lease))
-    OR (d.ingest_lease IS NULL AND d.updated_at < now() - interval '15 minutes')"""
+#: The leases among ``%(leases)s`` whose replica is gone: their lock is free (taken here until the
+#: transaction ends). A query on no table: on Citus it runs on the coordinator, where the replicas
+#: hold their lease locks (in a statement on a distributed table it would run on a worker, and
+#: Citus refuses a volatile function in the WHERE of an UPDATE there anyway).
+#: S608: the only value formatted in is the constant LEASE_CLASS (an int), never input.
+_DEAD_LEASES = f"SELECT l FROM unnest(%(leases)s::int[]) AS l WHERE pg_try_advisory_xact_lock({LEASE_CLASS}, l)"  # noqa: S608
+
+#: One owner's documents in flight with this id or content (their lease, and whether a row from
+#: before leases has made no progress for 15 minutes).
+_IN_FLIGHT_CLAIMS = """
+SELECT ingest_lease, updated_at < now() - interval '15 minutes' FROM documents
+WHERE owner_id = %(owner)s AND (id = %(id)s OR content_hash = %(hash)s)
+  AND ingestion_status NOT IN ('success', 'failed')
+"""
+
+_FAIL_DEAD_CLAIMS = """
+UPDATE documents d SET ingestion_status = 'failed', updated_at = now(), error = %(error)s
+WHERE d.owner_id = %(owner)s AND (d.id = %(id)s OR d.content_hash = %(hash)s)
+  AND d.ingestion_status NOT IN ('success', 'failed')
+  AND (d.ingest_lease = ANY(%(dead)s::int[])
+       OR (d.ingest_lease IS NULL AND d.updated_at < now() - interval '15 minutes'))
+"""
+
+
+async def fail_dead_claims(
+    conn: psycopg.AsyncConnection, owner_id: uuid.UUID, document_id: uuid.UUID, content_hash: str
+) -> None:
+    """Fail the owner's documents in flight with this id or content that nobody will finish: their
+    replica's lease lock is free, or (rows claimed before leases existed) no progress for 15
+    minutes. In the caller's transaction; one query when there are none (the usual case)."""
+    key = {"owner": owner_id, "id": document_id, "hash": content_hash}
+    rows = await (await conn.execute(_IN_FLIGHT_CLAIMS, key)).fetchall()
+    leases = sorted({r[0] for r in rows if r[0] is not None})
+    dead = [r[0] for r in await (await conn.execute(_DEAD_LEASES, {"leases": leases})).fetchall()] if leases else []
+    if dead or any(r[0] is None and r[1] for r in rows):
+        await conn.execute(_FAIL_DEAD_CLAIMS, {**key, "dead": dead, "error": INTERRUPTED})
 
 
 async def sweep(conn: psycopg.AsyncConnection) -> int:

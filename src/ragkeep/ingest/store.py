@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,71 @@ FOREIGN_ID = (
 )
 
 
+# -- owner_stats ---------------------------------------------------------------------------------
+# Kept here, by the statements that add and remove documents and chunks, in their transactions
+# (migration 0011 dropped the statement triggers that did it: Citus cannot distribute them). Every
+# INSERT into documents adds a document, the COPY of a document's chunks adds them, and every DELETE
+# subtracts what it removed; a deleted user's row goes by its foreign key's cascade. The timestamp
+# is a parameter: Citus refuses now() in the DO UPDATE of an upsert on a distributed table.
+_ADD_OWNER_STATS = """
+INSERT INTO owner_stats AS s (owner_id, document_count, chunk_count, updated_at)
+VALUES (%(owner)s, %(documents)s, %(chunks)s, %(now)s)
+ON CONFLICT (owner_id) DO UPDATE
+    SET document_count = s.document_count + excluded.document_count,
+        chunk_count = s.chunk_count + excluded.chunk_count, updated_at = excluded.updated_at
+"""
+
+
+async def add_owner_stats(
+    conn: psycopg.AsyncConnection, changes: Iterable[tuple[uuid.UUID, int, int]]
+) -> None:
+    """Add (owner, documents, chunks) deltas to ``owner_stats`` (negative to remove), in the caller's
+    transaction. Owners in id order, so two transactions touching the same owners cannot deadlock.
+
+    Public for code that writes rows without this module (test and benchmark loaders)."""
+    now = datetime.now(UTC)
+    rows = [
+        {"owner": owner, "documents": documents, "chunks": chunks, "now": now}
+        for owner, documents, chunks in sorted(changes, key=lambda c: c[0])
+        if documents or chunks
+    ]
+    if len(rows) == 1:
+        await conn.execute(_ADD_OWNER_STATS, rows[0])
+    elif rows:
+        async with conn.cursor() as cur:
+            await cur.executemany(_ADD_OWNER_STATS, rows)
+
+
+#: ``owner_stats`` of the owners ``%(owners)s`` counted from the tables, at ``%(now)s``: for
+#: loaders that COPY or delete rows past this module (tests, benchmarks). A scan per owner.
+RECOUNT_OWNER_STATS_SQL = """
+INSERT INTO owner_stats AS s (owner_id, document_count, chunk_count, updated_at)
+SELECT u.id, (SELECT count(*) FROM documents d WHERE d.owner_id = u.id),
+       (SELECT count(*) FROM chunks c WHERE c.owner_id = u.id), %(now)s
+FROM users u WHERE u.id = ANY(%(owners)s::uuid[])
+ON CONFLICT (owner_id) DO UPDATE
+    SET document_count = excluded.document_count, chunk_count = excluded.chunk_count,
+        updated_at = excluded.updated_at
+"""
+
+
+def recount_params(owners: Iterable[uuid.UUID]) -> dict[str, Any]:
+    """The parameters of :data:`RECOUNT_OWNER_STATS_SQL` (a sync or async connection runs it)."""
+    return {"owners": sorted(set(owners)), "now": datetime.now(UTC)}
+
+
+async def _subtract_deleted(conn: psycopg.AsyncConnection, deleted: Iterable[Sequence[Any]]) -> None:
+    """Subtract what a ``DELETE FROM documents ... RETURNING owner_id, chunk_count`` removed (its
+    chunks go by the foreign key's cascade; ``documents.chunk_count`` is exact: it is set with the
+    COPY of the chunks and decremented with each chunk deleted)."""
+    removed: dict[uuid.UUID, list[int]] = {}
+    for row in deleted:
+        counts = removed.setdefault(row[0], [0, 0])
+        counts[0] += 1
+        counts[1] += int(row[1])
+    await add_owner_stats(conn, [(o, -d, -c) for o, (d, c) in removed.items()])
+
+
 async def insert_pending(
     conn: psycopg.AsyncConnection,
     *,
@@ -69,7 +135,7 @@ async def insert_pending(
     """Claim the id and the content for this owner, or raise DuplicateDocument naming the holder.
 
     The row records the claiming replica's ``lease`` and this ``attempt``. A document of this
-    owner that is still in flight but whose replica is gone (:data:`liveness.DEAD`) blocks
+    owner that is still in flight but whose replica is gone (:func:`liveness.fail_dead_claims`) blocks
     neither its id nor its content: it is failed here, and replaced like any failed attempt.
 
     With limits (``limits_config``: the API passes the configured ones; none: unlimited), the
@@ -80,13 +146,7 @@ async def insert_pending(
         # Serialise claims of one id, which must be unique across owners too (routes take ids alone).
         await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (str(document_id),))
         # The caller's documents in flight with this id or content whose replica is gone fail now.
-        # S608: the only value formatted in is the constant liveness.DEAD, never input.
-        await conn.execute(
-            f"""UPDATE documents d SET ingestion_status = 'failed', updated_at = now(), error = %(error)s
-                WHERE d.owner_id = %(owner)s AND (d.id = %(id)s OR d.content_hash = %(hash)s)
-                  AND d.ingestion_status NOT IN ('success', 'failed') AND ({liveness.DEAD})""",  # noqa: S608
-            {"error": liveness.INTERRUPTED, "owner": owner_id, "id": document_id, "hash": content_hash},
-        )
+        await liveness.fail_dead_claims(conn, owner_id, document_id, content_hash)
         cur = await conn.execute(
             "SELECT owner_id, ingestion_status FROM documents WHERE id = %s", (document_id,)
         )
@@ -97,7 +157,11 @@ async def insert_pending(
             if row[1] != "failed":
                 raise DuplicateDocument(document_id, f"a document with id {document_id} already exists")
             # A failed attempt with this id is replaced by the new one.
-            await conn.execute("DELETE FROM documents WHERE owner_id = %s AND id = %s", (owner_id, document_id))
+            cur = await conn.execute(
+                "DELETE FROM documents WHERE owner_id = %s AND id = %s RETURNING owner_id, chunk_count",
+                (owner_id, document_id),
+            )
+            await _subtract_deleted(conn, await cur.fetchall())
         cur = await conn.execute(
             """SELECT id FROM documents
                WHERE owner_id = %s AND content_hash = %s AND ingestion_status <> 'failed'""",
@@ -119,6 +183,7 @@ async def insert_pending(
                     (owner_id, document_id, list(collection_ids), document_type, title, Jsonb(metadata),
                      size_in_bytes, content_hash, lease, attempt),
                 )
+                await add_owner_stats(conn, [(owner_id, 1, 0)])
         except psycopg.errors.UniqueViolation:
             cur = await conn.execute(
                 "SELECT id FROM documents WHERE owner_id = %s AND content_hash = %s AND ingestion_status <> 'failed'",
@@ -192,6 +257,7 @@ async def store_chunks(
                 await copy.write_row(
                     (owner_id, uuid.uuid4(), document_id, collections, order, text, Jsonb(meta), vec)
                 )
+        await add_owner_stats(conn, [(owner_id, 0, len(texts))])
         await conn.execute(
             """UPDATE documents SET ingestion_status = 'success', error = NULL, chunk_count = %s, updated_at = now()
                WHERE owner_id = %s AND id = %s""",
@@ -257,8 +323,15 @@ async def list_chunks(
 
 
 async def delete_document(conn: psycopg.AsyncConnection, owner_id: uuid.UUID, document_id: uuid.UUID) -> bool:
-    cur = await conn.execute("DELETE FROM documents WHERE owner_id = %s AND id = %s", (owner_id, document_id))
-    return cur.rowcount > 0
+    """Delete the document and (by cascade) its chunks, counted out of ``owner_stats``."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "DELETE FROM documents WHERE owner_id = %s AND id = %s RETURNING owner_id, chunk_count",
+            (owner_id, document_id),
+        )
+        deleted = await cur.fetchall()
+        await _subtract_deleted(conn, deleted)
+    return bool(deleted)
 
 
 async def fail_interrupted(conn: psycopg.AsyncConnection) -> int:
@@ -344,12 +417,14 @@ async def delete_documents_where(
                       FROM documents d WHERE {owner}) AS {x}
                   WHERE {filter}) AS m
            WHERE t.owner_id = m.owner_id AND t.id = m.id
-           RETURNING t.id"""
+           RETURNING t.owner_id, t.chunk_count, t.id"""
     ).format(x=sql.Identifier(DOCUMENT_FILTER_ALIAS), owner=owner, filter=filter_clause)
     params = {**filter_params, "delete_owner": owner_id}
     async with conn.transaction():
         cur = await conn.execute(query, params)
-        return [r[0] for r in await cur.fetchall()]
+        rows = await cur.fetchall()
+        await _subtract_deleted(conn, rows)
+    return [r[2] for r in rows]
 
 
 async def document_collections(
@@ -439,7 +514,7 @@ async def update_chunk(
 
 
 async def delete_chunk(conn: psycopg.AsyncConnection, owner_id: uuid.UUID, chunk_id: uuid.UUID) -> bool:
-    """Delete one chunk and count it out of its document, in one statement."""
+    """Delete one chunk and count it out of its document (in one statement) and out of ``owner_stats``."""
     async with conn.transaction():
         cur = await conn.execute(
             """WITH gone AS (DELETE FROM chunks WHERE owner_id = %(owner)s AND id = %(id)s RETURNING document_id)
@@ -448,4 +523,7 @@ async def delete_chunk(conn: psycopg.AsyncConnection, owner_id: uuid.UUID, chunk
                RETURNING d.id""",
             {"owner": owner_id, "id": chunk_id},
         )
-        return await cur.fetchone() is not None
+        if await cur.fetchone() is None:
+            return False
+        await add_owner_stats(conn, [(owner_id, 0, -1)])
+        return True

@@ -4,8 +4,9 @@ A limit is the user's ``limits_overrides`` value (set by a superuser, R2R's keys
 configured default (``[limits]``). Count limits are checked inside the transaction that writes,
 after locking the owner's ``owner_stats`` row: every writer of documents, chunks or collections
 of one owner takes that lock first, so two uploads at the limit cannot both see room for one
-more, whichever replica serves them. (The statement triggers that keep ``owner_stats`` exact
-already lock that row until commit; checking under the same lock costs no extra waiting.)
+more, whichever replica serves them. (The store's updates that keep ``owner_stats`` exact, in the
+same transactions as the writes, lock that row until commit anyway; checking under the same lock
+costs no extra waiting.)
 
 The configured defaults are passed in (``config``) by whoever writes: the upload route puts them
 on the ingestion's ``Upload``, the collection route passes them to ``create_collection``; code

@@ -4,7 +4,7 @@ Exact scans cost time linear in the scope (about a microsecond or two per vector
 every true neighbour; HNSW answers large scopes in milliseconds but, filtered to one tenant,
 PostgreSQL's plain index plan comes back short or wrong. So: exact below a threshold, the owner's
 own partial index where one exists, else the global index with an iterative scan. Scope sizes come
-from ``owner_stats`` (kept exact by triggers; one primary-key lookup per search), not from counting
+from ``owner_stats`` (kept exact by the store's writes; one primary-key lookup per search), not from counting
 rows per query; which indexes exist comes from a directory refreshed every few seconds.
 """
 

@@ -102,19 +102,19 @@ def _search_sql(kind: Kind, scope_shape: str, filter_text: str, strategy: Strate
         # 1.3 ms small-scope search). The score (1 - distance) is added by the caller.
         query = sql.SQL(
             "SELECT {cols}, {distance} AS distance{count} FROM chunks c WHERE {where} "
-            "ORDER BY distance, c.id LIMIT %(limit)s OFFSET %(offset)s"
+            "ORDER BY distance, c.id LIMIT %(limit)s::bigint OFFSET %(offset)s::bigint"
         ).format(cols=COLUMNS, distance=_distance(strategy), where=where, count=count)
     elif kind is Kind.SEMANTIC:
         query = sql.SQL(
             "SELECT c.*{count} FROM ("
             "SELECT {cols}, {distance} AS distance FROM chunks c WHERE {where} "
-            "ORDER BY distance LIMIT %(limit)s + %(offset)s) c "
-            "ORDER BY c.distance + 0, c.id LIMIT %(limit)s OFFSET %(offset)s"
+            "ORDER BY distance LIMIT %(limit)s::bigint + %(offset)s::bigint) c "
+            "ORDER BY c.distance + 0, c.id LIMIT %(limit)s::bigint OFFSET %(offset)s::bigint"
         ).format(cols=COLUMNS, distance=_distance(strategy), where=where, count=count)
     elif kind is Kind.FULL_TEXT:
         query = sql.SQL(
             "SELECT {cols}, ts_rank(c.tsv, {tsq}) AS score FROM chunks c WHERE {where} AND c.tsv @@ {tsq} "
-            "ORDER BY score DESC, c.id LIMIT %(limit)s OFFSET %(offset)s"
+            "ORDER BY score DESC, c.id LIMIT %(limit)s::bigint OFFSET %(offset)s::bigint"
         ).format(cols=COLUMNS, tsq=TSQUERY, where=where)  # ORDER BY an alias: ts_rank runs once
     else:
         # Reciprocal rank fusion as R2R computes it: a chunk missing from one list takes that
@@ -123,23 +123,23 @@ def _search_sql(kind: Kind, scope_shape: str, filter_text: str, strategy: Strate
             """WITH semantic AS (
                    SELECT s.owner_id, s.id, row_number() OVER (ORDER BY s.distance + 0, s.id) AS rank
                    FROM (SELECT c.owner_id, c.id, {distance} AS distance FROM chunks c WHERE {where}
-                         ORDER BY distance LIMIT %(semantic_limit)s) s
+                         ORDER BY distance LIMIT %(semantic_limit)s::bigint) s
                ), full_text AS (
                    SELECT f.owner_id, f.id, row_number() OVER (ORDER BY f.r DESC, f.id) AS rank
                    FROM (SELECT c.owner_id, c.id, ts_rank(c.tsv, {tsq}) AS r FROM chunks c
-                         WHERE {where} AND c.tsv @@ {tsq} ORDER BY r DESC, c.id LIMIT %(full_text_limit)s) f
+                         WHERE {where} AND c.tsv @@ {tsq} ORDER BY r DESC, c.id LIMIT %(full_text_limit)s::bigint) f
                ), fused AS (
                    SELECT coalesce(s.owner_id, f.owner_id) AS owner_id, coalesce(s.id, f.id) AS id,
-                          coalesce(s.rank, %(semantic_limit)s) AS semantic_rank,
-                          coalesce(f.rank, %(full_text_limit)s) AS full_text_rank
+                          coalesce(s.rank, %(semantic_limit)s::bigint) AS semantic_rank,
+                          coalesce(f.rank, %(full_text_limit)s::bigint) AS full_text_rank
                    FROM semantic s FULL OUTER JOIN full_text f ON s.owner_id = f.owner_id AND s.id = f.id
                )
                SELECT {cols}, fused.semantic_rank, fused.full_text_rank{count},
                       (SELECT count(*) FROM semantic) AS semantic_found,
-                      (%(semantic_weight)s / (%(rrf_k)s + fused.semantic_rank)
-                       + %(full_text_weight)s / (%(rrf_k)s + fused.full_text_rank))
-                      / (%(semantic_weight)s + %(full_text_weight)s) AS score
+                      (%(semantic_weight)s::float8 / (%(rrf_k)s::int + fused.semantic_rank)
+                       + %(full_text_weight)s::float8 / (%(rrf_k)s::int + fused.full_text_rank))
+                      / (%(semantic_weight)s::float8 + %(full_text_weight)s::float8) AS score
                FROM fused JOIN chunks c ON c.owner_id = fused.owner_id AND c.id = fused.id
-               ORDER BY score DESC, c.id LIMIT %(limit)s OFFSET %(offset)s"""
+               ORDER BY score DESC, c.id LIMIT %(limit)s::bigint OFFSET %(offset)s::bigint"""
         ).format(cols=COLUMNS, distance=_distance(strategy), tsq=TSQUERY, where=where, count=count)
     return sql.SQL(query.as_string(None))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import numpy as np
 import psycopg
@@ -49,9 +51,51 @@ class SearchOutcome:
     explain: list[dict[str, Any]] | None = None
 
 
+#: Known to run on Citus or not, per connection (asked once: whether the citus extension is in
+#: this database). A connection made before ``CREATE EXTENSION citus`` keeps its answer.
+_on_citus: WeakKeyDictionary[psycopg.AsyncConnection[Any], bool] = WeakKeyDictionary()
+_ITERATIVE_SCANS = frozenset({"off", "relaxed_order", "strict_order"})
+
+
+async def on_citus(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether this connection's database has the citus extension (cached for the connection)."""
+    known = _on_citus.get(conn)
+    if known is None:
+        cur = await conn.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')")
+        row = await cur.fetchone()
+        known = _on_citus[conn] = bool(row and row[0])
+    return known
+
+
+@lru_cache(maxsize=256)
+def index_settings_sql(ef_search: int, probes: int, iterative: str, max_scan_tuples: int, citus: bool) -> bytes:
+    """The ``SET LOCAL`` statements of one search as one string (one round trip, simple protocol).
+
+    SET takes no parameters, so the values are rendered as literals, after checking them: whole
+    numbers, and an iterative-scan mode of the known ones. On Citus, ``SET LOCAL`` reaches the
+    workers that run the search's shard queries once ``citus.propagate_set_commands = 'local'``
+    (``set_config`` calls do not propagate: a worker's planner would not see them)."""
+    if iterative not in _ITERATIVE_SCANS:
+        raise ValueError(f"unknown iterative_scan {iterative!r}")
+    values = [
+        ("hnsw.ef_search", str(int(ef_search))),
+        ("ivfflat.probes", str(int(probes))),
+        ("hnsw.iterative_scan", iterative),
+        ("hnsw.max_scan_tuples", str(int(max_scan_tuples))),
+        # ivfflat knows only relaxed_order.
+        ("ivfflat.iterative_scan", "off" if iterative == "off" else "relaxed_order"),
+        ("enable_sort", "off"),
+        ("plan_cache_mode", "force_custom_plan"),
+    ]
+    if citus:
+        values.insert(0, ("citus.propagate_set_commands", "local"))
+    statements = [sql.SQL("SET LOCAL {} = {}").format(sql.SQL(name), sql.Literal(value)) for name, value in values]
+    return sql.SQL("; ").join(statements).as_string(None).encode()
+
+
 async def _apply_index_settings(conn: psycopg.AsyncConnection, config: SearchConfig, index: IndexParams) -> None:
-    """SET LOCAL, as set_config(..., true): the values last until the transaction ends, so a pooled
-    connection never carries one request's settings into the next.
+    """SET LOCAL: the values last until the transaction ends, so a pooled connection never carries
+    one request's settings into the next (the caller runs the search in a transaction).
 
     ``enable_sort = off`` makes PostgreSQL take the index the planner chose: left to itself, it
     prefers the owner_id btree plus a sort for scopes of a few thousand rows (its cost model does
@@ -60,22 +104,14 @@ async def _apply_index_settings(conn: psycopg.AsyncConnection, config: SearchCon
 
     ``plan_cache_mode = force_custom_plan``: the search statement is prepared (psycopg does so
     after a few runs), and a generic plan could not prove a partial index's predicate
-    (``owner_id = X``) from a parameter; a custom plan is made with the owner's value each time."""
-    iterative = config.iterative_scan
+    (``owner_id = X``) from a parameter; a custom plan is made with the owner's value each time.
+
+    One round trip, as the ``set_config`` SELECT it replaces (which Citus does not propagate)."""
+    assert index.ef_search is not None and index.probes is not None  # resolved by the caller
     await conn.execute(
-        "SELECT set_config('hnsw.ef_search', %(ef)s, true), set_config('ivfflat.probes', %(probes)s, true),"
-        " set_config('hnsw.iterative_scan', %(it)s, true), set_config('hnsw.max_scan_tuples', %(mst)s, true),"
-        " set_config('ivfflat.iterative_scan', %(ivf_it)s, true), set_config('enable_sort', 'off', true),"
-        " set_config('plan_cache_mode', 'force_custom_plan', true)",
-        {
-            "ef": str(index.ef_search),
-            "probes": str(index.probes),
-            "it": iterative,
-            "mst": str(config.max_scan_tuples),
-            # ivfflat knows only relaxed_order.
-            "ivf_it": "off" if iterative == "off" else "relaxed_order",
-        },
-        prepare=True,
+        index_settings_sql(
+            index.ef_search, index.probes, config.iterative_scan, config.max_scan_tuples, await on_citus(conn)
+        )
     )
 
 
