@@ -254,7 +254,9 @@ def settings_for(folder: Path, shared_buffers: str) -> Settings:
     })
 
 
-def load(url: str, ds: Dataset, gen: Generator, progress: Progress) -> None:
+def load(url: str, ds: Dataset, gen: Generator, progress: Progress, global_index: bool = True) -> None:
+    """Users, documents and chunks by binary COPY, VACUUM ANALYZE, then (unless ``global_index`` is
+    false: bench/sizing.py builds its own) the global HNSW index."""
     sizes = zipf_sizes(ds.users, ds.chunks, ds.zipf)
     texts = sentences()
     rng = np.random.default_rng([ds.seed, 9])
@@ -310,6 +312,8 @@ def load(url: str, ds: Dataset, gen: Generator, progress: Progress) -> None:
         t1 = time.perf_counter()
         conn.execute("VACUUM ANALYZE")
         print(f"VACUUM ANALYZE in {time.perf_counter() - t1:.0f} s", flush=True)
+        if not global_index:
+            return
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
         build_index(url, conn, sql.Identifier(GLOBAL_PREFIX + stamp), sql.SQL(""), ds.chunks, progress,
                     "global HNSW (m=16, ef_construction=64, cosine)")

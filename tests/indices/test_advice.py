@@ -13,15 +13,18 @@ import numpy as np
 import psycopg
 import pytest
 from pgvector.psycopg import register_vector_async
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from ragkeep.config import Settings
+from ragkeep.db.database import start_embedded
 from ragkeep.indices.advice import advise
 from ragkeep.indices.memory import hnsw_bytes
+from ragkeep.indices.sizing import index_bytes
 from ragkeep.monitoring.searches import SearchRecorder
 from ragkeep.monitoring.traffic import off_peak_hour, search_traffic
 from tests.search.synthetic import DIM, add_chunks, unit
-from tests.support import fresh_database
+from tests.support import fresh_database, make_settings
 
 THRESHOLD = 1000
 
@@ -136,3 +139,36 @@ def test_cross_user_traffic_calls_for_a_global_index_off_peak(db: str, settings:
 
 def test_off_peak_hour() -> None:
     assert off_peak_hour({}) == 3 and off_peak_hour(dict.fromkeys(range(24), 10) | {17: 2}) == 17
+
+
+def test_an_index_larger_than_shared_buffers_is_warned_about(
+    db: str, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The same data on the session's server (shared_buffers 512 MB) and on one started with 2 MB:
+    the partial index for 2,500 vectors (~5 MB by bench/sizing.py's figures) fits only the first."""
+    sizes = [40] * 3 + [2500]
+    make_users(db, sizes)
+    roomy = run_advice(db, tuned(settings))["recommendation"]
+    build = roomy["builds"][0]
+    assert build["index_bytes"] == index_bytes(2500, DIM, 16) and build["memory_warning"] is None
+    assert roomy["memory"]["warning"] is None and roomy["memory"]["shared_buffers_bytes"] == 512 * 1024 * 1024
+    assert roomy["memory"]["proposed_indexes_bytes"] == build["index_bytes"]
+
+    home = tmp_path_factory.mktemp("small-buffers")
+    url, server = start_embedded(make_settings(home, None, database={"embedded_shared_buffers": "2MB"}))
+    try:
+        with fresh_database(url, DIM, settings.embedding.model) as small:
+            make_users(small, sizes)
+            rec = run_advice(small, tuned(settings))["recommendation"]
+            warning = rec["builds"][0]["memory_warning"]
+            assert warning is not None and "more than shared_buffers (2 MiB)" in warning
+            assert "raise shared_buffers" in warning.lower() and "Citus" in warning and "docs/scaling.md" in warning
+            assert "effective_cache_size" not in warning  # 4 GB by default: the RAM would hold it
+            assert rec["memory"]["warning"] is not None and rec["builds"][0]["warning"] is None  # build memory fits
+            with psycopg.connect(small, autocommit=True) as conn:  # a server whose RAM would not hold it either
+                conn.execute(sql.SQL("ALTER DATABASE {} SET effective_cache_size = '3MB'").format(
+                    sql.Identifier(conn.info.dbname)))
+            warning = run_advice(small, tuned(settings))["recommendation"]["builds"][0]["memory_warning"]
+            assert "exceeds effective_cache_size (3 MiB) too" in warning
+    finally:
+        server.stop()  # type: ignore[attr-defined]

@@ -244,5 +244,11 @@ def advise(
         owner = f" --owner {first['user_id']}" if first["user_id"] else ""
         out().print(f"start one with: ragkeep index create --m {first['m']} "
                     f"--ef-construction {first['ef_construction']}{owner} --wait")
+        for b in rec["builds"]:
+            if b.get("memory_warning"):
+                out().print(Text(f"warning: {b['memory_warning']}", style="yellow"))
+    memory = rec.get("memory") or {}
+    if memory.get("warning") and not any(b.get("memory_warning") for b in rec["builds"]):
+        out().print(Text(f"warning: {memory['warning']}", style="yellow"))
     if rec["unneeded_indexes"]:
         out().print(f"indexes no search needs now: {', '.join(rec['unneeded_indexes'])}")

@@ -18,7 +18,8 @@ from psycopg.rows import dict_row
 
 from ragkeep.config import Settings
 from ragkeep.indices.catalog import list_vector_indexes
-from ragkeep.indices.memory import plan_build
+from ragkeep.indices.memory import MIB, plan_build
+from ragkeep.indices.sizing import index_bytes
 
 #: At most this many partial indexes are proposed; more large users call for a global index.
 MAX_PARTIAL = 20
@@ -41,6 +42,10 @@ SELECT coalesce(sum(chunk_count), 0)::bigint AS total,
        coalesce(percentile_disc(0.99) WITHIN GROUP (ORDER BY chunk_count) FILTER (WHERE chunk_count > 0), 0) AS p99,
        coalesce(max(chunk_count), 0) AS max
 FROM owner_stats
+"""
+_MEMORY = """
+SELECT (SELECT setting::bigint * 8192 FROM pg_settings WHERE name = 'shared_buffers') AS shared_buffers,
+       (SELECT setting::bigint * 8192 FROM pg_settings WHERE name = 'effective_cache_size') AS effective_cache_size
 """
 _LARGE_USERS = """
 SELECT s.owner_id AS user_id, u.email, s.chunk_count AS vectors,
@@ -79,7 +84,25 @@ async def _rows(conn: psycopg.AsyncConnection, query: str, params: dict[str, Any
         return await cur.fetchall()
 
 
-def _build(settings: Settings, rows: int, dimension: int, owner: dict[str, Any] | None) -> dict[str, Any]:
+def _size(n: float) -> str:
+    return f"{n / MIB / 1024:,.1f} GiB" if n >= 1024 * MIB else f"{n / MIB:,.0f} MiB"
+
+
+def fit_warning(what: str, size: int, shared_buffers: int, effective_cache_size: int) -> str | None:
+    """What to do when ``size`` bytes of vector index will not stay in shared_buffers (None if
+    they do): the sizes come from ``ragkeep.indices.sizing`` (bench/sizing.py)."""
+    if size <= shared_buffers:
+        return None
+    beyond_ram = (f"; it exceeds effective_cache_size ({_size(effective_cache_size)}) too, so the server's RAM "
+                  "will not hold it either") if size > effective_cache_size else ""
+    return (f"{what} will take about {_size(size)}, more than shared_buffers ({_size(shared_buffers)}){beyond_ram}: "
+            "searches will read index pages from the OS cache or disk and slow down. Raise shared_buffers to at "
+            f"least {_size(size * 1.2)} (the server needs that RAM free), or shard by user on Citus so that each "
+            "node holds a part (docs/scaling.md, Sizing).")
+
+
+def _build(settings: Settings, rows: int, dimension: int, owner: dict[str, Any] | None,
+           memory: dict[str, int]) -> dict[str, Any]:
     plan = plan_build("hnsw", {"m": M, "ef_construction": EF_CONSTRUCTION}, rows, dimension, settings.indices)
     workers = plan.parallel_workers + 1
     config: dict[str, Any] = {
@@ -88,6 +111,8 @@ def _build(settings: Settings, rows: int, dimension: int, owner: dict[str, Any] 
     }
     if owner:
         config["filters"] = {"owner_id": {"$eq": str(owner["user_id"])}}
+    size = index_bytes(rows, dimension, M)
+    what = f"the HNSW index for {rows:,} vectors (m = {M}{', ' + str(owner['email']) if owner else ''})"
     return {
         "scope": "owner" if owner else "global",
         "user_id": owner["user_id"] if owner else None,
@@ -98,6 +123,8 @@ def _build(settings: Settings, rows: int, dimension: int, owner: dict[str, Any] 
         "memory_bytes": plan.estimate_bytes,
         "maintenance_work_mem_mb": plan.maintenance_work_mem_mb,
         "warning": plan.warning,
+        "index_bytes": size,
+        "memory_warning": fit_warning(what, size, memory["shared_buffers"], memory["effective_cache_size"]),
         "build_seconds": math.ceil(rows * BUILD_SECONDS_PER_ROW / workers),
         "request": {"config": config},
     }
@@ -109,6 +136,7 @@ async def advise(conn: psycopg.AsyncConnection, settings: Settings, dimension: i
     vectors = (await _rows(conn, _VECTORS, {}))[0]
     large = await _rows(conn, _LARGE_USERS, {"threshold": threshold})
     indexes, _ = await list_vector_indexes(conn, table="chunks", limit=10_000)
+    memory = (await _rows(conn, _MEMORY, {}))[0]
     by_hour = traffic.by_hour
     ms_per_vector = traffic.exact_ms / traffic.exact_vectors if traffic.exact_vectors > 1000 else EXACT_MS_PER_VECTOR
     searches = traffic.searches
@@ -122,7 +150,7 @@ async def advise(conn: psycopg.AsyncConnection, settings: Settings, dimension: i
     cross_needs_index = vectors["total"] > threshold and cross_share >= CROSS_USER_SHARE
     many_large = len(unserved) > MAX_PARTIAL
     if (cross_needs_index or many_large) and not global_exists:
-        builds.append(_build(settings, vectors["total"], dimension, None))
+        builds.append(_build(settings, vectors["total"], dimension, None, memory))
         if cross_needs_index:
             reasons.append(f"{cross_share:.0%} of searches cross users over up to {vectors['total']:,} vectors, "
                            f"above the exact threshold of {threshold:,}")
@@ -130,7 +158,7 @@ async def advise(conn: psycopg.AsyncConnection, settings: Settings, dimension: i
             reasons.append(f"{len(unserved)} users hold more than {threshold:,} vectors each, too many for one "
                            "partial index apiece")
     elif unserved and not global_exists:
-        builds.extend(_build(settings, u["vectors"], dimension, u) for u in unserved)
+        builds.extend(_build(settings, u["vectors"], dimension, u, memory) for u in unserved)
         reasons.append(f"{len(unserved)} user(s) hold more than {threshold:,} vectors: each gets a partial HNSW "
                        "index (1-3 ms per search) while everyone else keeps exact scans (recall 1.0)")
     largest_exact_ms = vectors["max"] * ms_per_vector
@@ -143,6 +171,8 @@ async def advise(conn: psycopg.AsyncConnection, settings: Settings, dimension: i
     needed = {ix["name"] for ix in indexes if ix["owner_id"] is None and (large or cross_needs_index)}
     needed |= {ix["name"] for ix in indexes if ix["owner_id"] in {u["user_id"] for u in large}}
     hour = traffic.off_peak_hour()
+    existing = sum(int(ix["size_in_bytes"]) for ix in indexes if ix["status"] == "valid")
+    proposed = sum(b["index_bytes"] for b in builds)
     return {
         "exact_threshold": threshold,
         "vectors": {
@@ -167,5 +197,14 @@ async def advise(conn: psycopg.AsyncConnection, settings: Settings, dimension: i
             "when": f"{hour:02d}:00 UTC" + (f" (fewest searches in the last {traffic.days} days)" if by_hour else
                                             " (no searches recorded yet)"),
             "unneeded_indexes": [ix["name"] for ix in indexes if ix["name"] not in needed],
+            "memory": {
+                "shared_buffers_bytes": memory["shared_buffers"],
+                "effective_cache_size_bytes": memory["effective_cache_size"],
+                "vector_indexes_bytes": existing,
+                "proposed_indexes_bytes": proposed,
+                "warning": fit_warning(
+                    "the valid vector indexes" + (" with the proposed builds" if builds else ""),
+                    existing + proposed, memory["shared_buffers"], memory["effective_cache_size"]),
+            },
         },
     }
