@@ -125,11 +125,17 @@ def test_a_stopped_standby_is_routed_around_and_used_again_once_back(
     server: ServerThread, pair: tuple[ServerInfo, ServerInfo]
 ) -> None:
     _, standby = pair
-    user = register(server.base_url, "survivor")
+    user, reader = register(server.base_url, "survivor"), register(server.base_url, "reader")
     doc = upload(user, "Tardigrades survive desiccation by entering a state called cryptobiosis.")
+    wait_for(lambda: standby_state(server)["in_rotation"] == 1.0, "the standby in rotation")
+    before = standby_state(server)["standby_reads"]
+    for _ in range(3):  # the reader has written nothing: the standby serves them, its pool keeps connections
+        assert reader.client.get("/v3/documents").status_code == 200
+    assert standby_state(server)["standby_reads"] == before + 3
     stop_server(standby.data_dir)
     try:
         for _ in range(20):  # from the first request after the stop: never a failure
+            assert reader.client.get("/v3/documents").status_code == 200
             assert doc in search_ids(user, "tardigrade cryptobiosis")
         wait_for(lambda: standby_state(server)["in_rotation"] == 0.0, "the stopped standby out of rotation")
         for _ in range(5):

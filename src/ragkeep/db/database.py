@@ -134,6 +134,10 @@ def _read_router(primary: ResilientPool, config: DatabaseConfig) -> ReadRouter:
             conninfo,
             what=f"standby {describe_url(conninfo)}",
             meanwhile="its reads go to the primary",
+            # Checked at each checkout (one empty query): a stopped standby's idle connections are
+            # dead, and a read must find that out before it runs, while it can still go to the
+            # primary (on_standby), not in the middle of its query (a 503).
+            check=ResilientPool.check_connection,
             min_size=1,
             max_size=config.pool_max_size,
             timeout=config.pool_timeout_seconds,
