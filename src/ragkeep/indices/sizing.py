@@ -17,9 +17,9 @@ from ragkeep.indices.memory import vector_bytes
 
 #: On-disk bytes per vector (``pg_relation_size`` / rows) of a pgvector 0.8 HNSW index, cosine,
 #: 384 dimensions, by m (ef_construction 64 at m = 16, 80 at m = 32).
-#: Measured by bench/sizing.py on 2026-12-06 (quick run, 20,000 vectors, embedded PostgreSQL 18:
-#: m = 16: 2,048 B, m = 32: 2,123 B); the lead replaces them with the 100,000-vector run's.
-INDEX_BYTES_PER_VECTOR: dict[int, float] = {16: 2048.0, 32: 2123.0}
+#: Measured by bench/sizing.py on 2026-12-06 (100,000 vectors, embedded PostgreSQL 18, pgvector
+#: 0.8: m = 16: 2,048 B, m = 32: 2,124 B; the 20,000-vector quick run gave the same within 1 B).
+INDEX_BYTES_PER_VECTOR: dict[int, float] = {16: 2048.0, 32: 2124.0}
 #: The dimension the figures above were measured at.
 MEASURED_DIMENSION = 384
 PAGE = 8192
