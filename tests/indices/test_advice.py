@@ -172,3 +172,43 @@ def test_an_index_larger_than_shared_buffers_is_warned_about(
             assert "exceeds effective_cache_size (3 MiB) too" in warning
     finally:
         server.stop()  # type: ignore[attr-defined]
+
+
+def test_a_dominant_user_is_named_for_their_own_index(db: str, settings: Settings) -> None:
+    """Single node: dedicated capacity is the user's partial index. 3,000 of 3,200 vectors is a
+    dominant share; four users of 1,100 each (25%) are large but none dominates."""
+    *_, power = make_users(db, [40] * 5 + [3000])
+    iso = run_advice(db, tuned(settings))["recommendation"]["isolation"]
+    assert iso["mode"] == "single_node" and iso["dominant_share"] == 0.3
+    (c,) = iso["candidates"]
+    assert (c["user_id"], c["vectors"], c["action"], c["done"], c["shard_id"]) == (
+        power, 3000, "partial_index", False, None)
+    assert abs(c["vector_share"] - 3000 / 3200) < 1e-9 and c["reasons"] == ["holds 94% of all vectors (3,000)"]
+    assert c["command"] == f"ragkeep tenant isolate {power}"
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE INDEX ix_power ON chunks USING hnsw (embedding vector_cosine_ops) WHERE owner_id = '{power}'"
+        )
+        conn.execute("INSERT INTO tenant_indexes VALUES ('ix_power', %s, 'cosine_distance')", (power,))
+    (c,) = run_advice(db, tuned(settings))["recommendation"]["isolation"]["candidates"]
+    assert c["done"] is True
+
+
+def test_no_dominant_user_no_candidate_but_a_dominant_query_rate_is_one(db: str, settings: Settings) -> None:
+    users = make_users(db, [1100] * 4 + [200])
+    advice = run_advice(db, tuned(settings))
+    assert advice["recommendation"]["isolation"]["candidates"] == []
+    assert advice["recommendation"]["action"] == "partial"  # the large users still get their indexes
+    now = datetime.now(UTC)
+    base = {"kind": "semantic", "strategy": "exact", "db_ms": 5.0, "total_ms": 9.0, "cross_user": False, "at": now}
+    # users[1] makes 80 of 160 searches; users[4] (200 vectors, below the threshold) another 60 (38%):
+    # on a single node an index would not help them, so only users[1] is named.
+    record(db, [{**base, "user_id": users[1], "scope_size": 1100} for _ in range(80)]
+           + [{**base, "user_id": users[4], "scope_size": 200} for _ in range(60)]
+           + [{**base, "user_id": u, "scope_size": 1100} for u in (users[0], users[2]) for _ in range(10)])
+    advice = run_advice(db, tuned(settings))
+    (c,) = advice["recommendation"]["isolation"]["candidates"]
+    assert c["user_id"] == users[1] and c["search_share"] == 0.5 and c["searches"] == 80
+    assert c["reasons"] == ["makes 50% of all searches (80 in 7 days)"]
+    top = advice["traffic"]["top_users"]
+    assert [(t["user_id"], t["searches"]) for t in top[:2]] == [(users[1], 80), (users[4], 60)]

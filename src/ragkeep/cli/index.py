@@ -250,5 +250,17 @@ def advise(
     memory = rec.get("memory") or {}
     if memory.get("warning") and not any(b.get("memory_warning") for b in rec["builds"]):
         out().print(Text(f"warning: {memory['warning']}", style="yellow"))
+    isolation = rec.get("isolation") or {}
+    if isolation.get("candidates"):
+        citus = isolation["mode"] == "citus"
+        table = Table(title="power users: " + ("a shard of their own (Citus)" if citus else "their own index"))
+        for col in ("user", "vectors", "share of vectors", "share of searches", "now", "to do"):
+            table.add_column(col)
+        for c in isolation["candidates"]:
+            now = (f"shard {c['shard_id']} on {c['node']}" + (" (own)" if c["done"] else " (shared)")) if citus else (
+                "own index" if c["done"] else "no own index")
+            table.add_row(c["email"] or str(c["user_id"]), f"{c['vectors']:,}", f"{100 * c['vector_share']:.0f}%",
+                          f"{100 * c['search_share']:.0f}%", now, "" if c["done"] else c["command"])
+        out().print(table)
     if rec["unneeded_indexes"]:
         out().print(f"indexes no search needs now: {', '.join(rec['unneeded_indexes'])}")

@@ -1,4 +1,4 @@
-"""The ``ragkeep`` command: ``serve``, ``ingest`` and ``search``; ``index``, ``vacuum``, ``status`` and
+"""The ``ragkeep`` command: ``serve``, ``ingest`` and ``search``; ``index``, ``tenant``, ``vacuum``, ``status`` and
 ``stats`` come from their modules, and ``db`` (the shared PostgreSQL) from :mod:`.db`. Everything
 but ``serve`` and ``db`` talks to a server through :mod:`ragkeep.client`.
 
@@ -41,6 +41,7 @@ from ragkeep.cli.db import register as register_db
 from ragkeep.cli.index import app as index_app
 from ragkeep.cli.maintenance import register as register_maintenance
 from ragkeep.cli.stats import register as register_stats
+from ragkeep.cli.tenant import app as tenant_app
 from ragkeep.filetypes import SUPPORTED_TYPES, UnsupportedDocumentType, detect_type
 
 app = typer.Typer(
@@ -309,6 +310,7 @@ def search(
 
 register_maintenance(app)
 app.add_typer(index_app, name="index")
+app.add_typer(tenant_app, name="tenant")
 register_stats(app)
 register_db(app)
 

@@ -499,6 +499,14 @@ class Indices(_Namespace[R_co]):
         """Whether vector indexes are needed, which, and when to build them (live data)."""
         return self._send(Request("GET", "/v3/indices/advice"))
 
+    def isolate(self, user_id: str | uuid.UUID, node: str | None = None, transfer_mode: str | None = None) -> R_co:
+        """Dedicated capacity for a power user: on Citus their own shard, moved to ``node``
+        (``host:port`` of a worker) if given; on a single node their own partial HNSW index
+        (built, or kept if one exists). Answers once the shard is isolated (and moved).
+        ``transfer_mode``: Citus's block_writes (the server's default), auto or force_logical."""
+        body = {k: v for k, v in (("node", node), ("transfer_mode", transfer_mode)) if v is not None} or None
+        return self._send(Request("POST", f"/v3/indices/tenants/{quote(str(user_id), safe='')}/isolate", json=body))
+
     def warm(self, index_name: str, table_name: str = "vectors") -> R_co:
         """Load the index into shared buffers now (pg_prewarm); returns the index once warm."""
         return self._send(

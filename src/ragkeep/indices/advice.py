@@ -6,11 +6,16 @@ helps only scopes above it. Large single users are served best by their own part
 (a few at most: each costs a build and memory); when many users are large, or cross-user searches
 (superusers, shared collections) cover more than the threshold, one global HNSW index serves them
 with iterative scans. Builds are proposed for the hour with the least search traffic.
+
+A power user (a dominant share of all vectors, or of all searches) is named for dedicated capacity
+(``recommendation.isolation``): on Citus a shard of their own (``ragkeep tenant isolate``), on a
+single node their own partial index, as above.
 """
 
 from __future__ import annotations
 
 import math
+import uuid
 from typing import Any, Protocol
 
 import psycopg
@@ -18,6 +23,7 @@ from psycopg.rows import dict_row
 
 from ragkeep.config import Settings
 from ragkeep.indices.catalog import list_vector_indexes
+from ragkeep.indices.isolation import on_citus, owner_shard
 from ragkeep.indices.memory import MIB, plan_build
 from ragkeep.indices.sizing import index_bytes
 
@@ -34,6 +40,11 @@ M, EF_CONSTRUCTION = 16, 64
 BUILD_SECONDS_PER_ROW = 0.0006
 #: Exact-scan cost per vector when no search has been observed yet (bench/search.py: ~1.4 us).
 EXACT_MS_PER_VECTOR = 0.0015
+#: A user holding at least this share of all vectors, or making this share of all searches, is a
+#: power user: a candidate for dedicated capacity (their own shard on Citus).
+DOMINANT_SHARE = 0.30
+#: Below this many searches in the window, shares of searches say nothing.
+MIN_SEARCHES_FOR_SHARE = 100
 
 _VECTORS = """
 SELECT coalesce(sum(chunk_count), 0)::bigint AS total,
@@ -47,6 +58,7 @@ _MEMORY = """
 SELECT (SELECT setting::bigint * 8192 FROM pg_settings WHERE name = 'shared_buffers') AS shared_buffers,
        (SELECT setting::bigint * 8192 FROM pg_settings WHERE name = 'effective_cache_size') AS effective_cache_size
 """
+_EMAILS = "SELECT id, email FROM users WHERE id = ANY(%(ids)s)"
 _LARGE_USERS = """
 SELECT s.owner_id AS user_id, u.email, s.chunk_count AS vectors,
        EXISTS (SELECT 1 FROM tenant_indexes t JOIN pg_class ic ON ic.relname = t.index_name
@@ -75,6 +87,8 @@ class Traffic(Protocol):
     def exact_ms(self) -> float: ...
     @property
     def exact_vectors(self) -> int: ...
+    @property
+    def by_user(self) -> list[tuple[uuid.UUID, int]]: ...
     def off_peak_hour(self) -> int: ...
 
 
@@ -130,6 +144,49 @@ def _build(settings: Settings, rows: int, dimension: int, owner: dict[str, Any] 
     }
 
 
+async def _isolation(conn: psycopg.AsyncConnection, traffic: Traffic, total: int, threshold: int,
+                     large: list[dict[str, Any]], promoted: set[uuid.UUID]) -> dict[str, Any]:
+    """Power users (DOMINANT_SHARE of the vectors, above the exact threshold, or of the searches)
+    and what dedicated capacity means here: their own shard on Citus, their own index otherwise."""
+    citus = await on_citus(conn)
+    searches = traffic.searches
+    by_user = dict(traffic.by_user) if searches >= MIN_SEARCHES_FOR_SHARE else {}
+    vectors = {u["user_id"]: u["vectors"] for u in large}
+    ids = [u for u in vectors if total and vectors[u] / total >= DOMINANT_SHARE]
+    # A query-dominant user: on Citus their load alone calls for a shard (and node) of their own;
+    # on a single node only an index could help them, and only above the exact threshold.
+    ids += [u for u, n in by_user.items()
+            if n / searches >= DOMINANT_SHARE and u not in ids and (citus or u in vectors)]
+    emails = {r["id"]: r["email"] for r in await _rows(conn, _EMAILS, {"ids": ids})} if ids else {}
+    candidates = []
+    for uid in ids:
+        if uid not in emails:  # a deleted user's searches
+            continue
+        n = vectors.get(uid)
+        if n is None:
+            row = await _rows(conn, "SELECT coalesce(max(chunk_count), 0) AS n FROM owner_stats WHERE owner_id = %(o)s",
+                              {"o": uid})
+            n = row[0]["n"]
+        vector_share = n / total if total else 0.0
+        search_share = by_user.get(uid, 0) / searches if searches else 0.0
+        reasons = []
+        if n > threshold and vector_share >= DOMINANT_SHARE:
+            reasons.append(f"holds {vector_share:.0%} of all vectors ({n:,})")
+        if search_share >= DOMINANT_SHARE:
+            reasons.append(f"makes {search_share:.0%} of all searches ({by_user[uid]:,} in {traffic.days} days)")
+        shard = await owner_shard(conn, uid, "chunks") if citus else None
+        candidates.append({
+            "user_id": uid, "email": emails[uid], "vectors": n, "vector_share": vector_share,
+            "searches": by_user.get(uid, 0), "search_share": search_share, "reasons": reasons,
+            "action": "isolate_shard" if citus else "partial_index",
+            "done": bool(shard["isolated"]) if shard else uid in promoted,
+            "shard_id": shard["shard_id"] if shard else None, "node": shard["node"] if shard else None,
+            "command": f"ragkeep tenant isolate {uid}",
+            "request": {"method": "POST", "path": f"/v3/indices/tenants/{uid}/isolate"},
+        })
+    return {"mode": "citus" if citus else "single_node", "dominant_share": DOMINANT_SHARE, "candidates": candidates}
+
+
 async def advise(conn: psycopg.AsyncConnection, settings: Settings, dimension: int, traffic: Traffic) -> dict[str, Any]:
     """The advice from live vector counts and indexes, and ``traffic`` (the recent searches)."""
     threshold = settings.search.exact_threshold
@@ -170,6 +227,11 @@ async def advise(conn: psycopg.AsyncConnection, settings: Settings, dimension: i
             reasons.append("the indexes that exist already serve every scope above the exact threshold")
     needed = {ix["name"] for ix in indexes if ix["owner_id"] is None and (large or cross_needs_index)}
     needed |= {ix["name"] for ix in indexes if ix["owner_id"] in {u["user_id"] for u in large}}
+    isolation = await _isolation(conn, traffic, vectors["total"], threshold, large, promoted)
+    pending = [c for c in isolation["candidates"] if not c["done"]]
+    if pending and isolation["mode"] == "citus":
+        reasons.append("; ".join(f"{c['email']} {' and '.join(c['reasons'])}" for c in pending)
+                       + ": give them a shard of their own (ragkeep tenant isolate USER [--node HOST:PORT])")
     hour = traffic.off_peak_hour()
     existing = sum(int(ix["size_in_bytes"]) for ix in indexes if ix["status"] == "valid")
     proposed = sum(b["index_bytes"] for b in builds)
@@ -186,6 +248,8 @@ async def advise(conn: psycopg.AsyncConnection, settings: Settings, dimension: i
             "exact_ms_per_1000_vectors": ms_per_vector * 1000,
             "by_scope_size": traffic.by_scope,
             "searches_by_hour_utc": [by_hour.get(h, 0) for h in range(24)],
+            "top_users": [{"user_id": u, "searches": n, "share": n / searches if searches else 0.0}
+                          for u, n in traffic.by_user],
         },
         "indexes": [{"name": ix["name"], "owner_id": ix["owner_id"], "valid": ix["status"] == "valid",
                      "needed": ix["name"] in needed} for ix in indexes],
@@ -197,6 +261,7 @@ async def advise(conn: psycopg.AsyncConnection, settings: Settings, dimension: i
             "when": f"{hour:02d}:00 UTC" + (f" (fewest searches in the last {traffic.days} days)" if by_hour else
                                             " (no searches recorded yet)"),
             "unneeded_indexes": [ix["name"] for ix in indexes if ix["name"] not in needed],
+            "isolation": isolation,
             "memory": {
                 "shared_buffers_bytes": memory["shared_buffers"],
                 "effective_cache_size_bytes": memory["effective_cache_size"],

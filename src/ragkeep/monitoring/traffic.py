@@ -8,7 +8,8 @@ they are handed the figures, so ``indices`` knows nothing of the metrics tables.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -44,6 +45,15 @@ SELECT extract(hour FROM hour AT TIME ZONE 'UTC')::int AS h, sum(searches)::bigi
 FROM search_activity WHERE hour >= now() - make_interval(days => %(days)s) GROUP BY 1
 """
 
+#: The users with the most searches of their own data (not cross-user): a power user's query rate.
+_BY_USER = """
+SELECT user_id, sum(searches)::bigint AS n
+FROM search_activity WHERE hour >= now() - make_interval(days => %(days)s) AND NOT cross_user
+GROUP BY 1 ORDER BY n DESC, user_id LIMIT %(limit)s
+"""
+#: How many of the busiest users :func:`search_traffic` reads.
+TOP_USERS = 20
+
 
 def off_peak_hour(by_hour: dict[int, int]) -> int:
     """The UTC hour with the fewest searches; 03:00 when nothing was observed (ties: earliest)."""
@@ -66,6 +76,8 @@ class SearchTraffic:
     #: Database time and vectors of the exact scans (their cost per vector).
     exact_ms: float
     exact_vectors: int
+    #: The busiest users by searches of their own data (pinned, not cross-user), most first.
+    by_user: list[tuple[uuid.UUID, int]] = field(default_factory=list)
 
     def off_peak_hour(self) -> int:
         return off_peak_hour(self.by_hour)
@@ -104,4 +116,6 @@ async def search_traffic(conn: psycopg.AsyncConnection, days: int = WINDOW_DAYS)
         if r["strategy"] == "exact":
             exact_ms += r["db_ms"]
             exact_vectors += r["vectors"]
-    return SearchTraffic(days, traffic["searches"], traffic["cross_user"], by_hour, by_scope, exact_ms, exact_vectors)
+    by_user = [(r["user_id"], r["n"]) for r in await _rows(conn, _BY_USER, {"days": days, "limit": TOP_USERS})]
+    return SearchTraffic(days, traffic["searches"], traffic["cross_user"], by_hour, by_scope, exact_ms, exact_vectors,
+                         by_user)

@@ -4,9 +4,11 @@ of its build and warm-up, and its share in shared buffers."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+import psycopg
+from fastapi import APIRouter, Body, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragkeep.api.deps import DbDep, Limit, Offset, ServicesDep, SuperuserDep
@@ -17,6 +19,7 @@ from ragkeep.db.shared import SharedConnection
 from ragkeep.indices.advice import advise
 from ragkeep.indices.build import IndexSpec, IndexSpecError, Measure, Method
 from ragkeep.indices.catalog import has_extension, list_vector_indexes
+from ragkeep.indices.isolation import DEFAULT_TRANSFER_MODE, TransferMode, isolate_tenant
 from ragkeep.indices.tenant import owner_from_filters
 from ragkeep.monitoring.traffic import search_traffic
 from ragkeep.text import JsonError, parse_json
@@ -164,6 +167,33 @@ async def advice(_: SuperuserDep, services: ServicesDep, db: DbDep) -> Results[d
     async with db.connection() as conn:
         traffic = await search_traffic(conn)
         return Results(results=await advise(conn, services.settings, services.embedder.dimension, traffic))
+
+
+class IsolateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: A Citus worker as ``host:port`` (as in pg_dist_node) to move the user's shard to.
+    node: str | None = None
+    #: Citus's shard_transfer_mode for the split and the move (see ragkeep.indices.isolation).
+    transfer_mode: TransferMode = DEFAULT_TRANSFER_MODE
+
+
+@router.post("/tenants/{user_id}/isolate", response_model=Results[dict[str, Any]])
+async def isolate(
+    user_id: uuid.UUID, _: SuperuserDep, services: ServicesDep, db: DbDep, response: Response,
+    body: Annotated[IsolateIn | None, Body()] = None,
+) -> Results[dict[str, Any]]:
+    """Dedicated capacity for a power user: on Citus their own shard (and optionally node), on a
+    single node their own partial HNSW index (202 while it is being built; kept if one exists).
+    Answers when the shard is isolated and moved: copying the user's rows takes its time."""
+    await db.release()  # the split and the move run on a connection of their own (autocommit)
+    async with await psycopg.AsyncConnection.connect(services.indexes.url, autocommit=True) as conn:
+        body = body or IsolateIn()
+        result = await isolate_tenant(conn, user_id, node=body.node, builder=services.indexes,
+                                      transfer_mode=body.transfer_mode)
+    if result["build"] is not None:
+        response.status_code = 202
+    return Results(results=result)
 
 
 @router.post("/{table_name}/{index_name}/warm", response_model=Results[IndexOut])
