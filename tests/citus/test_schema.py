@@ -227,3 +227,21 @@ def test_index_settings_reach_the_workers(plans) -> None:
     strategy sets nothing and its Sort is not."""
     assert '"Disabled": true' in json.dumps(plans["A pinned semantic iterative explain"])
     assert '"Disabled": true' not in json.dumps(plans["A pinned semantic exact explain"])
+
+
+async def explain_after_refresh(url: str) -> str:
+    """A planned (not forced) search across every shard, explained, by a planner whose directory
+    is empty: the refresh (a local read of reference tables) and the EXPLAIN ANALYZE share a transaction."""
+    conn = await psycopg.AsyncConnection.connect(url)
+    try:
+        await register_vector_async(conn)
+        out = await run_search(conn, Kind.SEMANTIC, Scope(None), compile_filters({}), planner=Planner(), limit=3,
+                               query_vector=QUERY, config=SearchConfig(), explain=True)
+        await conn.rollback()
+        return json.dumps(out.explain)
+    finally:
+        await conn.close()
+
+
+def test_explain_after_the_planner_refreshed_its_directory(distributed) -> None:
+    assert '"Task Count": 4,' in asyncio.run(explain_after_refresh(distributed[0]))

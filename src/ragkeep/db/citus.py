@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from ragkeep.db import pgctl
 from ragkeep.db.server import (
@@ -36,8 +38,8 @@ from ragkeep.db.server import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BUILD_COMMAND", "CitusError", "Cluster", "Node", "citus_built", "cluster_file", "list_nodes",
-           "read_cluster", "start_cluster", "stop_cluster", "worker_dir"]
+__all__ = ["BUILD_COMMAND", "CitusError", "Cluster", "Node", "citus_built", "cluster_file", "create_database",
+           "list_nodes", "read_cluster", "start_cluster", "stop_cluster", "worker_dir"]
 
 #: How to get citus.so into the bundle, from the project's root.
 BUILD_COMMAND = "../shared/tools/build-citus.sh"
@@ -114,14 +116,14 @@ def read_cluster(data_dir: Path) -> Cluster | None:
     return Cluster(read_server(data_dir), tuple(read_server(worker_dir(data_dir, i)) for i in range(1, count + 1)))
 
 
-def _node_url(info: ServerInfo) -> str:
+def _node_url(info: ServerInfo, database: str | None = None) -> str:
     """As the ragkeep role over TCP, as ragkeep itself connects: Citus opens its connections to the
     other nodes as the session's role, and pg_dist_authinfo has that role's password."""
-    return info.url
+    return info.url if database is None else make_conninfo(info.url, dbname=database)
 
 
-def _create_extension(info: ServerInfo) -> None:
-    with psycopg.connect(_node_url(info), autocommit=True) as conn:
+def _create_extension(info: ServerInfo, database: str | None = None) -> None:
+    with psycopg.connect(_node_url(info, database), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS citus")
 
 
@@ -130,24 +132,24 @@ def _coordinator_host(info: ServerInfo) -> str:
     return NODE_HOST if host.startswith("[") else host
 
 
-def _set_password(info: ServerInfo, user: str, password: str) -> None:
+def _set_password(info: ServerInfo, user: str, password: str, database: str | None = None) -> None:
     """The password Citus gives when this node connects to any node (nodeid 0) as ``user``.
     Every node needs its own row: Citus does not copy pg_dist_authinfo with the metadata."""
     # libpq's key=value syntax: the value quoted, its quotes and backslashes escaped.
     escaped = password.replace("\\", "\\\\").replace("'", "\\'")
-    with psycopg.connect(_node_url(info), autocommit=True) as conn, conn.transaction():
+    with psycopg.connect(_node_url(info, database), autocommit=True) as conn, conn.transaction():
         conn.execute("DELETE FROM pg_dist_authinfo WHERE nodeid = 0 AND rolename = %s", (user,))
         conn.execute("INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo) VALUES (0, %s, %s)",
                      (user, f"password='{escaped}'"))
 
 
-def _join(cluster: Cluster) -> None:
+def _join(cluster: Cluster, database: str | None = None) -> None:
     """The authentication between nodes, the coordinator's own entry, and every worker: each step
-    is idempotent (a node already there keeps its id)."""
+    is idempotent (a node already there keeps its id). Citus metadata is per database."""
     coordinator = cluster.coordinator
     for info in cluster.servers:
-        _set_password(info, coordinator.user, coordinator.password)
-    with psycopg.connect(_node_url(coordinator), autocommit=True) as conn:
+        _set_password(info, coordinator.user, coordinator.password, database)
+    with psycopg.connect(_node_url(coordinator, database), autocommit=True) as conn:
         conn.execute("SELECT citus_set_coordinator_host(%s, %s)", (_coordinator_host(coordinator), coordinator.port))
         for worker in cluster.workers:
             try:
@@ -213,6 +215,19 @@ def start_cluster(
                 stop_server(info.data_dir)
         raise
     return cluster
+
+
+def create_database(cluster: Cluster, name: str) -> str:
+    """A new database ``name`` on every node of the running ``cluster``, with the citus extension
+    and the nodes joined in it (Citus' metadata is per database); its URL on the coordinator.
+    For tests and trials that want a database of their own next to ``ragkeep``."""
+    for info in cluster.servers:
+        with psycopg.connect(_node_url(info), autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        _create_extension(info, name)
+    _join(cluster, name)
+    return _node_url(cluster.coordinator, name)
 
 
 def stop_cluster(data_dir: Path) -> list[Path]:

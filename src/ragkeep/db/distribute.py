@@ -1,5 +1,4 @@
-"""Turning a migrated single-node ragkeep database into a Citus one (the core of the future
-``ragkeep db distribute``).
+"""Turning a migrated single-node ragkeep database into a Citus one (``ragkeep db distribute``).
 
 The order is the one found to work on Citus 14 (docs/citus-notes.md): Citus cannot distribute
 ``documents`` while ``chunks`` references it, nor co-locate ``chunks`` with a table that is not
@@ -11,11 +10,17 @@ metrics, limits and maintenance tables stay on the coordinator.
 
 Each step is its own transaction (Citus copies the rows of a table it distributes); a run that
 stops half-way is refused the next time, naming what is already distributed.
+
+Vector indexes on ``chunks`` are rebuilt on every shard while Citus copies the rows (one build per
+shard, the slow part); :func:`check_vector_indexes` verifies afterwards that each one is on every
+shard, and recreates one that is not.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
@@ -46,12 +51,37 @@ class DistributeError(RuntimeError):
     """A precondition of distributing does not hold; the message says which and what to do."""
 
 
-def _check(conn: psycopg.Connection) -> None:
+_WORKERS_SQL = "SELECT count(*) FROM pg_dist_node WHERE noderole = 'primary' AND groupid <> 0"
+_SHARDS_SQL = "SELECT count(*) FROM pg_dist_shard WHERE logicalrelid = 'chunks'::regclass"
+# Sessions of clients (not Citus' own connections between nodes) on this database but ours.
+_OTHER_SESSIONS_SQL = """SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND application_name NOT LIKE 'citus%'"""
+
+
+def other_sessions(conn: psycopg.Connection) -> int:
+    """Other client sessions on the database: ragkeep servers still running would wait on the
+    copy of each table (and must be restarted afterwards anyway)."""
+    row = conn.execute(_OTHER_SESSIONS_SQL).fetchone()
+    return int(row[0]) if row else 0
+
+
+def layout(conn: psycopg.Connection) -> tuple[int, int]:
+    """(shards of chunks, worker nodes) of a distributed database."""
+    shards, workers = conn.execute(_SHARDS_SQL).fetchone(), conn.execute(_WORKERS_SQL).fetchone()
+    return (int(shards[0]) if shards else 0), (int(workers[0]) if workers else 0)
+
+
+def check_ready(conn: psycopg.Connection) -> None:
+    """Raise :class:`DistributeError` unless ``conn``'s database can be distributed: the citus
+    extension, a ragkeep schema at this version, workers, and nothing distributed yet."""
     if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'citus'").fetchone() is None:
         raise DistributeError(
             "the citus extension is not installed in this database: run the server with "
             "shared_preload_libraries = 'citus' (ragkeep db start --citus-workers N) and CREATE EXTENSION citus"
         )
+    known = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+    if not known or not known[0]:
+        raise DistributeError("no ragkeep schema in this database: start ragkeep once against it (it migrates)")
     row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
     version = row[0] if row else None
     if version != latest_version():
@@ -59,7 +89,7 @@ def _check(conn: psycopg.Connection) -> None:
             f"the schema is at version {version}, this ragkeep's is {latest_version()}: start ragkeep once "
             "against the database (it migrates), then distribute"
         )
-    workers = conn.execute("SELECT count(*) FROM pg_dist_node WHERE noderole = 'primary' AND groupid <> 0").fetchone()
+    workers = conn.execute(_WORKERS_SQL).fetchone()
     if not workers or not workers[0]:
         raise DistributeError("the coordinator has no worker nodes (citus_add_node)")
     done = conn.execute(
@@ -86,7 +116,7 @@ def distribute(
         raise DistributeError("distribute needs an autocommit connection: each step is its own transaction")
     if shard_count is not None and shard_count < 1:
         raise DistributeError(f"shard_count must be at least 1, not {shard_count}")
-    _check(conn)
+    check_ready(conn)
     fk = conn.execute(
         "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'chunks'::regclass AND conname = %s",
         (CHUNKS_FK,),
@@ -120,3 +150,75 @@ def distribute(
         conn.execute(statement, params)
     if progress is not None:
         progress("distributed", len(steps), len(steps))
+
+
+#: The valid vector indexes of chunks as the coordinator lists them (on the shell table).
+_VECTOR_INDEXES_SQL = """
+SELECT ic.relname, am.amname, pg_get_indexdef(i.indexrelid)
+FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid
+JOIN pg_am am ON am.oid = ic.relam
+WHERE i.indrelid = 'chunks'::regclass AND am.amname IN ('hnsw', 'ivfflat')
+ORDER BY ic.relname
+"""
+# Run on every shard of chunks (Citus puts the shard's name for %s): its valid vector indexes.
+_SHARD_INDEXES_COMMAND = """SELECT coalesce(json_agg(ic.relname), '[]') FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam
+WHERE i.indrelid = '%s'::regclass AND i.indisvalid AND am.amname IN ('hnsw', 'ivfflat')"""
+_SHARD_INDEXES_SQL = "SELECT shardid, success, result FROM run_command_on_shards('chunks', %s) ORDER BY shardid"
+
+
+@dataclass(frozen=True)
+class ShardIndex:
+    """A vector index of chunks and on how many of its shards it is (valid)."""
+
+    name: str
+    method: str
+    shards: int
+    present: int
+    recreated: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return self.present == self.shards
+
+
+def _on_shard(index: str, shard_index: str, shardid: int) -> bool:
+    """Citus names an index's shard copy ``<index>_<shardid>``, shortening a long name (keeping
+    its start and the suffix)."""
+    suffix = f"_{shardid}"
+    return shard_index.endswith(suffix) and (shard_index == index + suffix or shard_index.startswith(index[:20]))
+
+
+def _shard_counts(conn: psycopg.Connection, names: list[str]) -> tuple[int, dict[str, int]]:
+    rows = conn.execute(_SHARD_INDEXES_SQL, (_SHARD_INDEXES_COMMAND,)).fetchall()
+    failed = [str(r[2]) for r in rows if not r[1]]
+    if failed:
+        raise DistributeError(f"cannot list the indexes of every shard of chunks: {failed[0]}")
+    present = dict.fromkeys(names, 0)
+    for shardid, _, result in rows:
+        on_shard = json.loads(result)
+        for name in names:
+            present[name] += any(_on_shard(name, s, int(shardid)) for s in on_shard)
+    return len(rows), present
+
+
+def check_vector_indexes(conn: psycopg.Connection, repair: bool = True) -> list[ShardIndex]:
+    """Every vector index of chunks (the coordinator's list) and on how many shards it is valid;
+    with ``repair``, one missing on a shard is dropped and created again from its definition
+    (Citus creates it on every shard). Autocommit, on the coordinator of a distributed database."""
+    found = conn.execute(_VECTOR_INDEXES_SQL).fetchall()
+    names = [str(r[0]) for r in found]
+    if not names:
+        return []
+    shards, present = _shard_counts(conn, names)
+    result = []
+    for name, method, definition in found:
+        if present[name] == shards or not repair:
+            result.append(ShardIndex(name, method, shards, present[name]))
+            continue
+        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL(definition))  # pg_get_indexdef: the statement that made it
+        _, again = _shard_counts(conn, [name])
+        result.append(ShardIndex(name, method, shards, again[name], recreated=True))
+    return result

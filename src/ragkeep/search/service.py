@@ -170,6 +170,11 @@ async def run_search(
     is the application's (``Services.planner``): it remembers the index directory and small owners'
     counts between searches (required, so that no caller plans without that memory by mistake)."""
     config = config or SearchConfig()
+    if explain and await on_citus(conn):
+        # The planner's directory reads reference tables by local execution on the coordinator;
+        # after that, Citus refuses a multi-shard EXPLAIN ANALYZE in the same transaction (it needs
+        # its own connections to the placements). Explaining only: searches keep local execution.
+        await conn.execute("SET LOCAL citus.enable_local_execution = off")
     if kind is Kind.FULL_TEXT:
         plan = Plan(Strategy.EXACT, 0, owner=pinned_owner(scope, filters.raw))  # no vectors involved
     elif strategy is not None:
