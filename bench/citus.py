@@ -33,8 +33,8 @@ On a 2-core machine the coordinator, both workers and this client share the CPU:
 the per-search overhead of the extra hop and of Citus' planner, not what workers on machines of
 their own would give (no scale-out throughput is measured here).
 
-    .venv/bin/python bench/citus.py                    # 50,000 vectors, 200 users (~3-4 min)
-    .venv/bin/python bench/citus.py --vectors 10000    # ~1 min
+    .venv/bin/python bench/citus.py                    # 50,000 vectors, 200 users (~65 s on 2 cores)
+    .venv/bin/python bench/citus.py --vectors 10000    # ~35 s
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ from bench.filtered import (  # noqa: E402
     user_id,
     zipf_sizes,
 )
+
 from ragkeep.config import DatabaseConfig, SearchConfig  # noqa: E402
 from ragkeep.db import citus  # noqa: E402
 from ragkeep.db.database import pool_kwargs, prepare_schema  # noqa: E402
@@ -158,7 +159,8 @@ class Side:
                 await conn.rollback()
         dt = time.perf_counter() - t
         strategy = str(getattr(outcome.plan.strategy, "value", outcome.plan.strategy))
-        return dt, [r["id"] for r in outcome.rows], strategy, outcome.explain
+        # Chunk ids are random per load (filtered.load): a row is known by its document and text.
+        return dt, [(r["document_id"], r["text"]) for r in outcome.rows], strategy, outcome.explain
 
     async def timed(self, statement: str, params: tuple[Any, ...] = ()) -> float:
         t = time.perf_counter()
@@ -378,18 +380,22 @@ async def measure(single_url: str, citus_url: str, ds: Dataset, gen: Generator, 
         for klass, s in results:
             plans = " / ".join(",".join(sorted(s.plans[k])) for k in ("single", "citus"))
             print(row(klass.name, s, plans))
-        print("\nsame top-10 ids on both (first round): " + "; ".join(
+        print("\nsame top 10 (documents and texts, in order) on both, first round: " + "; ".join(
             f"{k.name} {s.same}/{s.compared}" for k, s in results)
-              + "  (exact scans must agree; HNSW graphs differ between one index and one per shard)")
+              + "\n  (semantic exact scans must agree; HNSW graphs differ between one index and one per shard; equal "
+              "full-text ranks are ordered by chunk id, random per load, so full-text and hybrid lists differ on ties)")
 
         pinned = next((k for k in results if k[0].name == "semantic, large user"), results[0])[0]
         _, _, strategy, plans = await sides[1].search(pinned.kind, pinned.queries[0], explain=True)
         print(f"\nEXPLAIN ANALYZE on Citus of one pinned search ({pinned.name}, planner: {strategy}), "
               f"task counts {task_counts(plans)}:")
         print("\n".join(plan_lines(plans)))
-        everyone = results[-1][0]
-        _, _, strategy, plans = await sides[1].search(everyone.kind, everyone.queries[0], explain=True)
-        print(f"superuser search on Citus (planner: {strategy}): task counts {task_counts(plans)} (one per shard)")
+        counts = []
+        for klass, _ in results:
+            _, _, strategy, plans = await sides[1].search(klass.kind, klass.queries[0], explain=True)
+            counts.append(f"{klass.name} {task_counts(plans)}")
+        print(f"Citus task counts per class (EXPLAIN ANALYZE of its first query; one list entry per distributed "
+              f"(sub)plan, {args.shards} shards): " + "; ".join(counts))
     finally:
         for side in sides:
             await side.close()
@@ -447,7 +453,7 @@ def main() -> None:
         for stop, where in ((citus.stop_cluster, citus_dir), (stop_server, single_dir)):
             try:
                 stop(where)
-            except Exception as e:  # noqa: BLE001 - report and go on: the other servers must stop too
+            except Exception as e:  # report and go on: the other servers must stop too
                 print(f"stopping the server(s) in {where} failed: {e}", file=sys.stderr)
         shutil.rmtree(folder, ignore_errors=True)
     print(f"\ntotal run time {time.perf_counter() - t0:.0f} s; load average at the end: "
