@@ -119,6 +119,8 @@ def _search_sql(kind: Kind, scope_shape: str, filter_text: str, strategy: Strate
     else:
         # Reciprocal rank fusion as R2R computes it: a chunk missing from one list takes that
         # list's limit as its rank; the score is the weighted mean of 1 / (rrf_k + rank).
+        # The final join repeats the scope (true of every fused row already): on Citus it pins the
+        # join to the owner's shard too, so a user's hybrid search is one task, not one per shard.
         query = sql.SQL(
             """WITH semantic AS (
                    SELECT s.owner_id, s.id, row_number() OVER (ORDER BY s.distance + 0, s.id) AS rank
@@ -140,6 +142,7 @@ def _search_sql(kind: Kind, scope_shape: str, filter_text: str, strategy: Strate
                        + %(full_text_weight)s::float8 / (%(rrf_k)s::int + fused.full_text_rank))
                       / (%(semantic_weight)s::float8 + %(full_text_weight)s::float8) AS score
                FROM fused JOIN chunks c ON c.owner_id = fused.owner_id AND c.id = fused.id
+               WHERE {where}
                ORDER BY score DESC, c.id LIMIT %(limit)s::bigint OFFSET %(offset)s::bigint"""
         ).format(cols=COLUMNS, distance=_distance(strategy), tsq=TSQUERY, where=where, count=count)
     return sql.SQL(query.as_string(None))
