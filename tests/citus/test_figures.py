@@ -8,6 +8,7 @@ A database of its own (Citus metadata is per database) on the session cluster, 4
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -185,3 +186,50 @@ def test_vacuum_reads_dead_tuples_on_the_workers(url: str, citus_cluster: citus.
     assert sum(n["dead_tuples_before"] for n in item["nodes"].values()) == removed
     assert all(n["dead_tuples_after"] == 0 for n in item["nodes"].values())
     assert dead_tuples(url) == 0
+
+
+def test_index_list_shows_a_shard_still_building(url: str, citus_cluster: citus.Cluster) -> None:
+    """A shard's copy held up by a writer on its worker: the index is building, with the shard's
+    progress, until the writer commits; then valid on every shard."""
+    with psycopg.connect(url) as conn:
+        shard, port = conn.execute(
+            "SELECT s.shardid, n.nodeport FROM pg_dist_shard s "
+            "JOIN pg_dist_placement p ON p.shardid = s.shardid JOIN pg_dist_node n ON n.groupid = p.groupid "
+            "WHERE s.logicalrelid = 'chunks'::regclass ORDER BY s.shardid LIMIT 1").fetchone()  # type: ignore[misc]
+    worker = next(w for w in citus_cluster.workers if w.port == port)
+    worker_url = psycopg.conninfo.make_conninfo(worker.url, dbname=psycopg.conninfo.conninfo_to_dict(url)["dbname"])
+    blocker = psycopg.connect(worker_url)
+    errors: list[BaseException] = []
+
+    def build() -> None:
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("CREATE INDEX CONCURRENTLY ix_later ON chunks USING hnsw (embedding vector_l2_ops)")
+        except BaseException as e:  # reported by the test below
+            errors.append(e)
+
+    thread = threading.Thread(target=build)
+    try:
+        blocker.execute("SET LOCAL citus.enable_manual_changes_to_shards = on")
+        blocker.execute(f"LOCK TABLE chunks_{shard} IN ROW EXCLUSIVE MODE")
+        thread.start()
+        seen: dict[str, Any] | None = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not errors:
+            rows, _ = run(lambda c: list_vector_indexes(c, table="chunks", name="ix_later"), url)
+            if rows and rows[0]["status"] == "building" and rows[0]["progress"]:
+                seen = rows[0]
+                break
+            time.sleep(0.2)
+        assert not errors, errors
+        assert seen is not None, "the index never showed as building"
+        assert seen["progress"]["phase"].startswith("waiting for"), seen["progress"]
+    finally:
+        blocker.rollback()
+        blocker.close()
+        if thread.is_alive():
+            thread.join()
+    assert not errors, errors
+    rows, _ = run(lambda c: list_vector_indexes(c, table="chunks", name="ix_later"), url)
+    assert rows[0]["status"] == "valid" and rows[0]["progress"] is None
+    assert rows[0]["size_in_bytes"] == shard_sum(url, "chunks", _SHARD_INDEX_SIZE.replace(INDEX, "ix_later"))
