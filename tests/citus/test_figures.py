@@ -26,6 +26,7 @@ from ragkeep.db.distribute import distribute
 from ragkeep.indices.catalog import list_vector_indexes
 from ragkeep.ingest import store
 from ragkeep.maintenance import history
+from ragkeep.maintenance.reindex import reindex_vector_indexes
 from ragkeep.maintenance.vacuum import table_stats, vacuum_tables
 from ragkeep.monitoring import housekeeping
 from ragkeep.monitoring.database import relation_sizes
@@ -186,6 +187,18 @@ def test_vacuum_reads_dead_tuples_on_the_workers(url: str, citus_cluster: citus.
     assert sum(n["dead_tuples_before"] for n in item["nodes"].values()) == removed
     assert all(n["dead_tuples_after"] == 0 for n in item["nodes"].values())
     assert dead_tuples(url) == 0
+
+
+def test_reindex_items_measure_the_shards(url: str) -> None:
+    """REINDEX CONCURRENTLY of the shell rebuilds every shard's copy; the item's sizes before and
+    after are the shards' sums (both from the catalog)."""
+    before = shard_sum(url, "chunks", _SHARD_INDEX_SIZE)
+    items = run(reindex_vector_indexes, url)
+    (item,) = [i for i in items if i.get("index") == INDEX]
+    assert item["status"] == "done", item
+    assert item["bytes_before"] == before
+    assert item["bytes_after"] == shard_sum(url, "chunks", _SHARD_INDEX_SIZE) > 0
+    assert item["bytes_reclaimed"] == item["bytes_before"] - item["bytes_after"]
 
 
 def test_index_list_shows_a_shard_still_building(url: str, citus_cluster: citus.Cluster) -> None:
