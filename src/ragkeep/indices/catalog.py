@@ -1,6 +1,10 @@
 """Reading the vector indexes (HNSW, IVFFlat) that exist, from PostgreSQL's own catalogs: status,
 build progress (pg_stat_progress_create_index), the owner of a partial per-tenant index
-(tenant_indexes) and the share of each index in shared buffers (pg_buffercache)."""
+(tenant_indexes) and the share of each index in shared buffers (pg_buffercache).
+
+On Citus the coordinator's index is an empty shell's: an index of a table Citus owns takes its
+size, rows, scans, validity and build progress from its copies on the shards, summed
+(:func:`_add_shard_figures`). The shared-buffers share stays the coordinator's."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from ragkeep.db.citus_sql import citus_tables, on_shards, shell_name
 from ragkeep.db.paging import fetch_page
 
 VECTOR_METHODS = ("hnsw", "ivfflat")
@@ -85,11 +90,57 @@ async def list_vector_indexes(
         limit=limit,
         offset=offset,
     )
+    await _add_shard_figures(conn, rows)
     for r in rows:
         r["arguments"] = _arguments(r.pop("options"))
         r["progress"] = _progress(r)
     await _add_buffer_shares(conn, rows)
     return rows, total
+
+
+#: On one shard (``%s``): each index's figures, as the coordinator's columns name them.
+_SHARD_INDEXES = """SELECT coalesce(json_agg(json_build_object(
+    'name', ic.relname, 'valid', i.indisvalid, 'size_in_bytes', pg_relation_size(ic.oid),
+    'row_estimate', greatest(ic.reltuples, 0)::bigint, 'number_of_scans', coalesce(s.idx_scan, 0),
+    'tuples_read', coalesce(s.idx_tup_read, 0), 'tuples_fetched', coalesce(s.idx_tup_fetch, 0),
+    'progress_phase', p.phase, 'tuples_done', p.tuples_done, 'tuples_total', p.tuples_total,
+    'blocks_done', p.blocks_done, 'blocks_total', p.blocks_total)), '[]')
+FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+LEFT JOIN pg_stat_user_indexes s ON s.indexrelid = ic.oid
+LEFT JOIN LATERAL (SELECT * FROM pg_stat_progress_create_index pp WHERE pp.index_relid = ic.oid LIMIT 1) p ON true
+WHERE i.indrelid = '%s'::regclass"""
+_SUMMED = ("size_in_bytes", "row_estimate", "number_of_scans", "tuples_read", "tuples_fetched")
+_PROGRESS = ("tuples_done", "tuples_total", "blocks_done", "blocks_total")
+
+
+async def _add_shard_figures(conn: psycopg.AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Replace the figures of indexes on Citus tables by their shards' sums. Building while a
+    shard builds its copy (the shell's index is done at once); invalid when a copy is invalid or
+    missing. Progress: the shards building now, their counters summed, the first one's phase."""
+    if not rows:
+        return
+    owned = await citus_tables(conn)
+    for table in sorted({r["table_name"] for r in rows if r["table_name"] in owned}):
+        listed = {r["name"]: r for r in rows if r["table_name"] == table}
+        copies: dict[str, list[dict[str, Any]]] = {name: [] for name in listed}
+        shards = await on_shards(conn, table, _SHARD_INDEXES)
+        for shard in shards:
+            for copy in shard.value:
+                name = shell_name(copy["name"], shard.shard_id)
+                if name in copies:
+                    copies[name].append(copy)
+        for name, r in listed.items():
+            found = copies[name]
+            for key in _SUMMED:
+                r[key] = sum(int(c[key]) for c in found)
+            building = [c for c in found if c["progress_phase"] is not None]
+            if building:
+                r["status"] = "building"
+                r["progress_phase"] = building[0]["progress_phase"]
+                for key in _PROGRESS:
+                    r[key] = sum(int(c[key] or 0) for c in building)
+            elif r["status"] == "valid" and (len(found) < len(shards) or not all(c["valid"] for c in found)):
+                r["status"] = "invalid"
 
 
 def _progress(r: dict[str, Any]) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg.rows import dict_row
 
+from ragkeep.db.citus_sql import citus_tables
 from ragkeep.errors import Conflict, InvalidInput, NotFound, Unavailable
 from ragkeep.indices.build import IndexBuilder, IndexSpec
 from ragkeep.indices.catalog import list_vector_indexes
@@ -44,14 +45,6 @@ TENANT_TABLES = ("documents", "chunks", "owner_stats")
 TransferMode = Literal["block_writes", "auto", "force_logical"]
 DEFAULT_TRANSFER_MODE: TransferMode = "block_writes"
 
-_ON_CITUS = """
-SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')
-       AND to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL AS citus
-"""
-_DISTRIBUTED = """
-SELECT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'chunks'::regclass AND partmethod = 'h')
-       AS distributed
-"""
 #: The shard holding ``owner`` in ``table``, its hash range and where its placement lives.
 _SHARD = """
 SELECT s.shardid, s.shardminvalue::bigint AS min_hash, s.shardmaxvalue::bigint AS max_hash,
@@ -104,9 +97,7 @@ async def _rows(
 
 async def on_citus(conn: psycopg.AsyncConnection) -> bool:
     """True when ``chunks`` is hash-distributed by Citus in this database."""
-    if not (await _rows(conn, _ON_CITUS))[0]["citus"]:
-        return False
-    return bool((await _rows(conn, _DISTRIBUTED))[0]["distributed"])
+    return (await citus_tables(conn)).get("chunks") == "h"
 
 
 async def owner_shard(conn: psycopg.AsyncConnection, owner_id: uuid.UUID, table: str = ANCHOR) -> dict[str, Any]:

@@ -143,9 +143,9 @@ async def reindex_vector_indexes(
             await _drop_leftovers(conn, items)
             continue
         item["seconds"] = round(time.perf_counter() - started, 3)
-        cur = await conn.execute("SELECT pg_relation_size(to_regclass(%s))", (index.name,))
-        row = await cur.fetchone()
-        item.update(status="done", bytes_after=int(row[0]) if row and row[0] is not None else None)
+        # From the catalog, as bytes_before was: on Citus both are the shards' sums.
+        rebuilt, _ = await list_vector_indexes(conn, table=CHUNKS, name=index.name, limit=1)
+        item.update(status="done", bytes_after=int(rebuilt[0]["size_in_bytes"]) if rebuilt else None)
         item["bytes_reclaimed"] = index.bytes - item["bytes_after"] if item["bytes_after"] is not None else None
     if stats is not None and items:
         items[0].setdefault("dead_tuples_before", stats.dead_tuples)

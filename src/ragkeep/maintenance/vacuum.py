@@ -12,6 +12,10 @@ and visibility maps VACUUM itself creates). A plain VACUUM makes dead space reus
 returns the empty pages at the end of a table to the operating system, so its ``bytes_reclaimed``
 is often 0, and negative when it merges a GIN index's pending list into the index proper (chunks'
 full-text index); ``VACUUM FULL`` rewrites the table and returns everything dead.
+
+On Citus, VACUUM of a table Citus owns runs on the coordinator and Citus runs it on every shard;
+its figures are the shards' (the coordinator's table is an empty shell), summed, and each item
+also has them per worker (``nodes``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import psycopg
 from psycopg import sql
 
 from ragkeep.config import MaintenanceConfig
+from ragkeep.db.citus_sql import citus_tables, on_shards
 from ragkeep.errors import InvalidInput
 
 
@@ -46,6 +51,9 @@ class TableStats:
     dead_tuples: int
     deleted_total: int
     bytes: int
+    #: On Citus: {"host:port": {"live_tuples", "dead_tuples", "deleted_total", "bytes"}} over the
+    #: shards each worker holds; None for a table on this server.
+    nodes: dict[str, dict[str, int]] | None = None
 
     @property
     def dead_share(self) -> float:
@@ -83,6 +91,15 @@ _DATA_BYTES = (
 )
 
 
+#: TableStats' figures of one shard (``%s``), for a table Citus owns.
+_SHARD_STATS = (
+    "SELECT json_build_object('live_tuples', s.n_live_tup, 'dead_tuples', s.n_dead_tup, "
+    "'deleted_total', s.n_tup_del, 'bytes', " + _DATA_BYTES + ") "
+    "FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid WHERE s.relid = '%s'::regclass"
+)
+_FIGURES = ("live_tuples", "dead_tuples", "deleted_total", "bytes")
+
+
 async def table_stats(conn: psycopg.AsyncConnection, tables: Sequence[str]) -> dict[str, TableStats]:
     cur = await conn.execute(
         "SELECT s.relname, s.n_live_tup, s.n_dead_tup, s.n_tup_del, " + _DATA_BYTES + " "
@@ -90,7 +107,23 @@ async def table_stats(conn: psycopg.AsyncConnection, tables: Sequence[str]) -> d
         "WHERE s.schemaname = current_schema() AND s.relname = ANY(%s)",
         (list(tables),),
     )
-    return {r[0]: TableStats(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in await cur.fetchall()}
+    out = {r[0]: TableStats(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in await cur.fetchall()}
+    owned = await citus_tables(conn)
+    for table in [t for t in out if t in owned]:
+        out[table] = await _shard_stats(conn, table)
+    return out
+
+
+async def _shard_stats(conn: psycopg.AsyncConnection, table: str) -> TableStats:
+    """A Citus table's figures: its shards' sums, in total and per worker."""
+    nodes: dict[str, dict[str, int]] = {}
+    for shard in await on_shards(conn, table, _SHARD_STATS):
+        node = nodes.setdefault(shard.node, dict.fromkeys(_FIGURES, 0))
+        for key in _FIGURES:
+            node[key] += int((shard.value or {}).get(key) or 0)
+    total = {key: sum(n[key] for n in nodes.values()) for key in _FIGURES}
+    return TableStats(table, total["live_tuples"], total["dead_tuples"], total["deleted_total"], total["bytes"],
+                      nodes=dict(sorted(nodes.items())))
 
 
 def below_threshold(stats: TableStats, config: MaintenanceConfig) -> str | None:
@@ -141,6 +174,9 @@ async def vacuum_tables(
         item.update(
             dead_tuples_before=stats.dead_tuples, live_tuples_before=stats.live_tuples, bytes_before=stats.bytes
         )
+        if stats.nodes is not None:
+            item["nodes"] = {node: {"dead_tuples_before": f["dead_tuples"], "bytes_before": f["bytes"]}
+                             for node, f in stats.nodes.items()}
         reason = below_threshold(stats, config) if config is not None else None
         if reason:
             items.append({**item, "status": "skipped", "note": reason})
@@ -165,5 +201,9 @@ async def vacuum_tables(
                 bytes_after=after.bytes,
                 bytes_reclaimed=stats.bytes - after.bytes,
             )
+            for node, f in (after.nodes or {}).items():
+                item.setdefault("nodes", {}).setdefault(node, {}).update(
+                    dead_tuples_after=f["dead_tuples"], bytes_after=f["bytes"]
+                )
         item["status"] = "done"
     return items, before

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from ragkeep.monitoring.housekeeping import SIZES_SQL
+from ragkeep.monitoring import housekeeping
 
 _DATABASE_CACHE = """
 SELECT blks_hit, blks_read, stats_reset FROM pg_stat_database WHERE datname = current_database()
@@ -88,8 +88,9 @@ async def cache_stats(conn: psycopg.AsyncConnection) -> dict[str, Any]:
 
 
 async def relation_sizes(conn: psycopg.AsyncConnection) -> list[dict[str, Any]]:
-    """Every table and index of the schema now: relation, kind, table_name, bytes, est_rows."""
-    return await _rows(conn, SIZES_SQL)
+    """Every table and index of the schema now: relation, kind, table_name, bytes, est_rows
+    (on Citus, summed over the shards)."""
+    return await housekeeping.relation_sizes(conn)
 
 
 async def totals(conn: psycopg.AsyncConnection) -> dict[str, int]:

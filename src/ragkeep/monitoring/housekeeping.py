@@ -3,7 +3,8 @@
 Every ``[metrics] snapshot_minutes`` each replica tries to INSERT the slot's row into
 ``storage_snapshots``; the primary key lets one through (a late replica conflicts, as with the
 maintenance scheduler's claim rows). The winner writes the sizes of every table and index in the
-same transaction, so a snapshot is whole or absent, then, in transactions of their own:
+same transaction, so a snapshot is whole or absent (on Citus the tables it owns are measured on
+their shards, summed: :func:`relation_sizes`), then, in transactions of their own:
 
 - rolls hourly activity older than ``hourly_retention_days`` into daily rows (search, request and
   user activity): the rows are deleted and summed into the daily table in one statement, so a
@@ -19,10 +20,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 
 from ragkeep.config import MetricsConfig
+from ragkeep.db.citus_sql import citus_tables, on_shards, shell_name
 from ragkeep.db.replica import replica_name
 from ragkeep.monitoring.instance import forget_gone
 
@@ -41,6 +45,17 @@ WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'i'
   AND (c.relkind <> 'i' OR t.relkind IN ('r', 'm'))
 ORDER BY c.relname
 """
+
+#: SIZES_SQL's figures of one shard (``%s``) and its indexes, for a table Citus owns.
+_SHARD_SIZES = """WITH t AS (SELECT '%s'::regclass AS oid)
+SELECT coalesce(json_agg(json_build_object(
+    'relation', c.relname,
+    'bytes', CASE c.relkind WHEN 'i' THEN pg_total_relation_size(c.oid) ELSE pg_table_size(c.oid) END,
+    'est_rows', c.reltuples::bigint)), '[]')
+FROM t, pg_class c
+WHERE c.oid = t.oid OR c.oid IN (SELECT i.indexrelid FROM pg_index i WHERE i.indrelid = t.oid)"""
+_STORE_ROW = ("INSERT INTO storage_sizes (taken_at, relation, kind, table_name, bytes, est_rows) "
+              "VALUES (%s, %s, %s, %s, %s, %s)")
 
 _CLAIM = "INSERT INTO storage_snapshots (taken_at, replica) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING taken_at"
 _STORE_SIZES = "INSERT INTO storage_sizes (taken_at, relation, kind, table_name, bytes, est_rows) SELECT %s, s.* FROM ("
@@ -125,14 +140,45 @@ class HousekeepingResult:
     snapshots_removed: int = 0
 
 
+async def relation_sizes(conn: psycopg.AsyncConnection) -> list[dict[str, Any]]:
+    """SIZES_SQL's rows; on Citus, a table it owns and its indexes have their shards' sums
+    (the coordinator's shells are empty). ``est_rows`` stays -1 when no shard was analyzed."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(SIZES_SQL)
+        rows = await cur.fetchall()
+    owned = await citus_tables(conn)
+    for table in sorted({r["table_name"] for r in rows if r["table_name"] in owned}):
+        listed = {r["relation"]: r for r in rows if r["table_name"] == table}
+        sums: dict[str, list[int]] = {name: [0, -1] for name in listed}
+        for shard in await on_shards(conn, table, _SHARD_SIZES):
+            for part in shard.value:
+                name = shell_name(part["relation"], shard.shard_id)
+                if name in sums:
+                    sums[name][0] += int(part["bytes"])
+                    if part["est_rows"] >= 0:
+                        sums[name][1] = max(sums[name][1], 0) + int(part["est_rows"])
+        for name, r in listed.items():
+            r["bytes"] = sums[name][0]
+            if r["kind"] == "table":
+                r["est_rows"] = sums[name][1]
+    return rows
+
+
 async def take_snapshot(conn: psycopg.AsyncConnection, slot: datetime) -> int | None:
     """Claim ``slot`` and store every relation's size in it; None when the slot was claimed already."""
     async with conn.transaction():
         claimed = await (await conn.execute(_CLAIM, (slot, replica_name()))).fetchone()
         if claimed is None:
             return None
-        cur = await conn.execute(_STORE_SIZES + SIZES_SQL + _STORE_SIZES_END, (slot,))
-        return cur.rowcount
+        if not await citus_tables(conn):
+            cur = await conn.execute(_STORE_SIZES + SIZES_SQL + _STORE_SIZES_END, (slot,))
+            return cur.rowcount
+        rows = await relation_sizes(conn)
+        async with conn.cursor() as cur:
+            await cur.executemany(_STORE_ROW, [
+                (slot, r["relation"], r["kind"], r["table_name"], r["bytes"], r["est_rows"]) for r in rows
+            ])
+        return len(rows)
 
 
 async def roll_up(conn: psycopg.AsyncConnection, config: MetricsConfig, now: datetime) -> dict[str, int]:

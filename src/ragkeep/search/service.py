@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
-from weakref import WeakKeyDictionary
 
 import numpy as np
 import psycopg
@@ -13,6 +12,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from ragkeep.config import SearchConfig
+from ragkeep.db.citus_sql import on_citus
 from ragkeep.search.filters import CompiledFilter
 from ragkeep.search.planner import Plan, Planner, pinned_owner
 from ragkeep.search.queries import Kind, Strategy, build_search_sql, websearch_text
@@ -51,20 +51,7 @@ class SearchOutcome:
     explain: list[dict[str, Any]] | None = None
 
 
-#: Known to run on Citus or not, per connection (asked once: whether the citus extension is in
-#: this database). A connection made before ``CREATE EXTENSION citus`` keeps its answer.
-_on_citus: WeakKeyDictionary[psycopg.AsyncConnection[Any], bool] = WeakKeyDictionary()
 _ITERATIVE_SCANS = frozenset({"off", "relaxed_order", "strict_order"})
-
-
-async def on_citus(conn: psycopg.AsyncConnection[Any]) -> bool:
-    """Whether this connection's database has the citus extension (cached for the connection)."""
-    known = _on_citus.get(conn)
-    if known is None:
-        cur = await conn.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')")
-        row = await cur.fetchone()
-        known = _on_citus[conn] = bool(row and row[0])
-    return known
 
 
 @lru_cache(maxsize=256)

@@ -1,0 +1,248 @@
+"""The operator's figures on a distributed database: the coordinator's tables are empty shells, so
+the index list, the storage sizes and VACUUM's dead tuples must be the shards' sums. Each figure
+is compared with the shards' own, read here with ``run_command_on_shards`` (not the code's path).
+
+A database of its own (Citus metadata is per database) on the session cluster, 4 shards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector_async
+
+from ragkeep.db import citus
+from ragkeep.db.database import prepare_schema
+from ragkeep.db.distribute import distribute
+from ragkeep.indices.catalog import list_vector_indexes
+from ragkeep.ingest import store
+from ragkeep.maintenance import history
+from ragkeep.maintenance.reindex import reindex_vector_indexes
+from ragkeep.maintenance.vacuum import table_stats, vacuum_tables
+from ragkeep.monitoring import housekeeping
+from ragkeep.monitoring.database import relation_sizes
+from tests.search.synthetic import DIM, unit
+
+pytestmark = pytest.mark.db
+
+MODEL = "all-MiniLM-L6-v2"
+OWNERS = [uuid.UUID(int=i, version=4) for i in (21, 22, 23)]
+SIZES = {OWNERS[0]: 200, OWNERS[1]: 120, OWNERS[2]: 80}
+INDEX = "ix_figures"
+T = TypeVar("T")
+
+
+def doc_of(owner: uuid.UUID) -> uuid.UUID:
+    return uuid.UUID(int=owner.int + 1, version=4)
+
+
+def run(fn: Callable[[psycopg.AsyncConnection], Awaitable[T]], url: str, autocommit: bool = True) -> T:
+    async def go() -> T:
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=autocommit)
+        try:
+            await register_vector_async(conn)
+            return await fn(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+async def load(conn: psycopg.AsyncConnection) -> None:
+    rng = np.random.default_rng(11)
+    centres = rng.standard_normal((4, DIM))
+    for owner, n in SIZES.items():
+        await store.insert_pending(
+            conn, owner_id=owner, document_id=doc_of(owner), collection_ids=[], document_type="txt", title="t",
+            metadata={}, size_in_bytes=100, content_hash=owner.hex,
+        )
+        await store.store_chunks(
+            conn, owner_id=owner, document_id=doc_of(owner), collection_ids=[], texts=[f"chunk {i}" for i in range(n)],
+            metadatas=[{"i": i} for i in range(n)], embeddings=unit(rng, n, centres),
+        )
+
+
+@pytest.fixture(scope="module")
+def url(citus_cluster: citus.Cluster) -> str:
+    """Migrated, distributed (4 shards), loaded through the store, an HNSW index on every shard,
+    analyzed; autovacuum off for chunks (on the shards too) so that dead tuples wait for us."""
+    url = citus.create_database(citus_cluster, f"figures_{uuid.uuid4().hex[:8]}")
+    prepare_schema(url, DIM, MODEL)
+    with psycopg.connect(url) as conn:
+        conn.cursor().executemany("INSERT INTO users (id, email, hashed_password) VALUES (%s, %s, 'x')",
+                                  [(o, f"{o.hex[-4:]}@figures.test") for o in OWNERS])
+    with psycopg.connect(url, autocommit=True) as conn:
+        distribute(conn, shard_count=4)
+    run(load, url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE INDEX {INDEX} ON chunks USING hnsw (embedding vector_cosine_ops)")
+        conn.execute("ALTER TABLE chunks SET (autovacuum_enabled = false)")
+        for table in ("chunks", "documents", "users"):
+            conn.execute(f"ANALYZE {table}")
+    return url
+
+
+def shard_sum(url: str, table: str, command: str) -> int:
+    """``command`` (``%s``: the shard) on every shard of ``table``, its integer results summed."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT success, result FROM run_command_on_shards(%s, %s)", (table, command)).fetchall()
+    assert rows and all(ok for ok, _ in rows), rows
+    return sum(int(result) for _, result in rows)
+
+
+def shell(url: str, query: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(query).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+_SHARD_INDEX_SIZE = (f"SELECT pg_relation_size(c.oid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                     f"WHERE i.indrelid = '%s'::regclass AND starts_with(c.relname, '{INDEX}_')")
+
+
+def test_index_list_sums_the_shards(url: str) -> None:
+    rows, total = run(lambda c: list_vector_indexes(c, table="chunks"), url)
+    assert total == 1
+    (row,) = rows
+    assert row["name"] == INDEX and row["status"] == "valid" and row["progress"] is None
+    on_shards = shard_sum(url, "chunks", _SHARD_INDEX_SIZE)
+    assert row["size_in_bytes"] == on_shards
+    assert row["size_in_bytes"] > shell(url, f"SELECT pg_relation_size('{INDEX}')")
+    # HNSW's build records the rows it indexed: every chunk, on some shard.
+    assert row["row_estimate"] == sum(SIZES.values())
+
+
+def test_storage_sizes_sum_the_shards(url: str) -> None:
+    sizes = {r["relation"]: r for r in run(relation_sizes, url)}
+    chunks_bytes = shard_sum(url, "chunks", "SELECT pg_table_size('%s')")
+    assert sizes["chunks"]["bytes"] == chunks_bytes > shell(url, "SELECT pg_table_size('chunks')")
+    assert sizes["chunks"]["est_rows"] == sum(SIZES.values())
+    assert sizes["documents"]["bytes"] == shard_sum(url, "documents", "SELECT pg_table_size('%s')")
+    assert sizes["documents"]["est_rows"] == len(OWNERS)
+    assert sizes[INDEX]["bytes"] == shard_sum(
+        url, "chunks", _SHARD_INDEX_SIZE.replace("pg_relation_size", "pg_total_relation_size"))
+    assert sizes[INDEX]["table_name"] == "chunks" and sizes[INDEX]["kind"] == "index"
+    # A reference table: one shard, its size counted once (not once per node holding a copy).
+    assert sizes["users"]["bytes"] == shard_sum(url, "users", "SELECT pg_table_size('%s')")
+    assert sizes["users"]["est_rows"] == len(OWNERS)
+    # A coordinator-only table keeps its own figure.
+    assert sizes["maintenance_runs"]["bytes"] == shell(url, "SELECT pg_table_size('maintenance_runs')")
+
+    # The snapshot stores the same figures.
+    slot = housekeeping.slot_of(datetime.now(UTC), 5)
+    assert run(lambda c: housekeeping.take_snapshot(c, slot), url) == len(sizes)
+    with psycopg.connect(url) as conn:
+        stored = dict(conn.execute("SELECT relation, bytes FROM storage_sizes WHERE taken_at = %s",  # type: ignore[arg-type]
+                                   (slot,)).fetchall())
+    assert stored["chunks"] == chunks_bytes and stored[INDEX] == sizes[INDEX]["bytes"]
+
+
+def dead_tuples(url: str) -> int:
+    return shard_sum(url, "chunks", "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = '%s'::regclass")
+
+
+def test_vacuum_reads_dead_tuples_on_the_workers(url: str, citus_cluster: citus.Cluster) -> None:
+    removed = SIZES[OWNERS[0]] + SIZES[OWNERS[1]]
+    run(lambda c: store.delete_document(c, OWNERS[0], doc_of(OWNERS[0])), url)
+    run(lambda c: store.delete_document(c, OWNERS[1], doc_of(OWNERS[1])), url)
+    # The workers' backends published their counts when the connection above closed them; wait
+    # for the statistics to show them (not a timing assertion: the figure itself is checked).
+    deadline = time.monotonic() + 60
+    while dead_tuples(url) < removed and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert dead_tuples(url) == removed
+    assert shell(url, "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'chunks'") == 0
+
+    stats = run(lambda c: table_stats(c, ["chunks"]), url)["chunks"]
+    assert stats.dead_tuples == removed and stats.live_tuples == SIZES[OWNERS[2]]
+    assert stats.nodes is not None and len(stats.nodes) == len(citus_cluster.workers)
+    assert sum(n["dead_tuples"] for n in stats.nodes.values()) == removed
+
+    async def vacuum(conn: psycopg.AsyncConnection) -> dict[str, Any]:
+        run_row = await history.claim(conn, task="vacuum", trigger="manual", options=history.RunOptions(),
+                                      tables=["chunks"], status="running")
+        assert run_row is not None
+        items, _ = await vacuum_tables(conn, ["chunks"], analyze=True, full=False)
+        await history.finish(conn, run_row["id"], status="succeeded", items=items)
+        recorded = await history.get_run(conn, run_row["id"])
+        assert recorded is not None
+        return recorded
+
+    recorded = run(vacuum, url)
+    (item,) = recorded["items"]
+    assert item["status"] == "done", item
+    assert item["dead_tuples_before"] == removed and item["dead_tuples_after"] == 0
+    assert recorded["dead_tuples_before"] == removed and recorded["dead_tuples_after"] == 0
+    assert set(item["nodes"]) == set(stats.nodes)
+    assert sum(n["dead_tuples_before"] for n in item["nodes"].values()) == removed
+    assert all(n["dead_tuples_after"] == 0 for n in item["nodes"].values())
+    assert dead_tuples(url) == 0
+
+
+def test_reindex_items_measure_the_shards(url: str) -> None:
+    """REINDEX CONCURRENTLY of the shell rebuilds every shard's copy; the item's sizes before and
+    after are the shards' sums (both from the catalog)."""
+    before = shard_sum(url, "chunks", _SHARD_INDEX_SIZE)
+    items = run(reindex_vector_indexes, url)
+    (item,) = [i for i in items if i.get("index") == INDEX]
+    assert item["status"] == "done", item
+    assert item["bytes_before"] == before
+    assert item["bytes_after"] == shard_sum(url, "chunks", _SHARD_INDEX_SIZE) > 0
+    assert item["bytes_reclaimed"] == item["bytes_before"] - item["bytes_after"]
+
+
+def test_index_list_shows_a_shard_still_building(url: str, citus_cluster: citus.Cluster) -> None:
+    """A shard's copy held up by a writer on its worker: the index is building, with the shard's
+    progress, until the writer commits; then valid on every shard."""
+    with psycopg.connect(url) as conn:
+        shard, port = conn.execute(
+            "SELECT s.shardid, n.nodeport FROM pg_dist_shard s "
+            "JOIN pg_dist_placement p ON p.shardid = s.shardid JOIN pg_dist_node n ON n.groupid = p.groupid "
+            "WHERE s.logicalrelid = 'chunks'::regclass ORDER BY s.shardid LIMIT 1").fetchone()  # type: ignore[misc]
+    worker = next(w for w in citus_cluster.workers if w.port == port)
+    worker_url = psycopg.conninfo.make_conninfo(worker.url, dbname=psycopg.conninfo.conninfo_to_dict(url)["dbname"])
+    blocker = psycopg.connect(worker_url)
+    errors: list[BaseException] = []
+
+    def build() -> None:
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("CREATE INDEX CONCURRENTLY ix_later ON chunks USING hnsw (embedding vector_l2_ops)")
+        except BaseException as e:  # reported by the test below
+            errors.append(e)
+
+    thread = threading.Thread(target=build)
+    try:
+        blocker.execute("SET LOCAL citus.enable_manual_changes_to_shards = on")
+        blocker.execute(f"LOCK TABLE chunks_{shard} IN ROW EXCLUSIVE MODE")
+        thread.start()
+        seen: dict[str, Any] | None = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not errors:
+            rows, _ = run(lambda c: list_vector_indexes(c, table="chunks", name="ix_later"), url)
+            if rows and rows[0]["status"] == "building" and rows[0]["progress"]:
+                seen = rows[0]
+                break
+            time.sleep(0.2)
+        assert not errors, errors
+        assert seen is not None, "the index never showed as building"
+        assert seen["progress"]["phase"].startswith("waiting for"), seen["progress"]
+    finally:
+        blocker.rollback()
+        blocker.close()
+        if thread.is_alive():
+            thread.join()
+    assert not errors, errors
+    rows, _ = run(lambda c: list_vector_indexes(c, table="chunks", name="ix_later"), url)
+    assert rows[0]["status"] == "valid" and rows[0]["progress"] is None
+    assert rows[0]["size_in_bytes"] == shard_sum(url, "chunks", _SHARD_INDEX_SIZE.replace(INDEX, "ix_later"))
