@@ -246,3 +246,13 @@ def test_index_list_shows_a_shard_still_building(url: str, citus_cluster: citus.
     rows, _ = run(lambda c: list_vector_indexes(c, table="chunks", name="ix_later"), url)
     assert rows[0]["status"] == "valid" and rows[0]["progress"] is None
     assert rows[0]["size_in_bytes"] == shard_sum(url, "chunks", _SHARD_INDEX_SIZE.replace(INDEX, "ix_later"))
+
+
+def test_warming_an_index_warms_every_shards_copy(url: str) -> None:
+    """pg_prewarm of the coordinator's shell index loads nothing: each shard's copy is warmed."""
+    from ragkeep.indices.warm import Warmer
+
+    state = asyncio.run(Warmer(url).warm(INDEX))
+    assert state.state == "warm", state.error
+    on_shards = shard_sum(url, "chunks", _SHARD_INDEX_SIZE) // 8192
+    assert state.blocks == on_shards and state.blocks > shell(url, f"SELECT pg_relation_size('{INDEX}')") // 8192

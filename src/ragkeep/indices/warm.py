@@ -15,6 +15,9 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import psycopg
+from psycopg import sql
+
+from ragkeep.db.citus_sql import citus_tables, on_shards
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,16 @@ class WarmState:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _shard_command(index: str) -> str:
+    """pg_prewarm of ``index``'s copy on one shard of chunks (``%s``: the shard, ``chunks_<id>``;
+    its copy of the index is ``<index>_<id>``), for ``citus_sql.on_shards``."""
+    return sql.SQL(
+        "SELECT coalesce(sum(pg_prewarm(c.oid)), 0)::text FROM (SELECT '%s'::regclass AS shard) t "
+        "JOIN pg_index i ON i.indrelid = t.shard JOIN pg_class c ON c.oid = i.indexrelid "
+        "WHERE c.relname = {} || '_' || substring(t.shard::text from '_([0-9]+)$')"
+    ).format(sql.Literal(index)).as_string(None)
 
 
 class Warmer:
@@ -61,8 +74,11 @@ class Warmer:
             state = self.states[name] = WarmState("warming", datetime.now(UTC))
         try:
             async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
-                cur = await conn.execute("SELECT pg_prewarm(%s::regclass)", (name,))
-                blocks = int((await cur.fetchone())[0])  # type: ignore[index]
+                if "chunks" in await citus_tables(conn):  # the index is a shell: warm each shard's copy
+                    blocks = sum(int(r.value or 0) for r in await on_shards(conn, "chunks", _shard_command(name)))
+                else:
+                    cur = await conn.execute("SELECT pg_prewarm(%s::regclass)", (name,))
+                    blocks = int((await cur.fetchone())[0])  # type: ignore[index]
         except psycopg.Error as e:
             state.state, state.error = "failed", str(e).strip()
             hint = " (is the pg_prewarm extension installed?)" if "pg_prewarm" in state.error else ""
