@@ -67,9 +67,5 @@ def base_url(server: ServerThread) -> str:
     return server.base_url
 
 
-@pytest.mark.xfail(strict=True, reason="on Citus the worker plans the shard query with the owner as a parameter "
-                   "(Filter: owner_id = $n, even under force_custom_plan): it cannot prove a partial per-owner "
-                   "index's predicate and scans the shard's global index; the test's scan counters are also read on "
-                   "the coordinator (docs/citus-notes.md)")
 def test_promoted_owner_uses_its_partial_index_even_after_many_executions(data) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     planner_tests.test_promoted_owner_uses_its_partial_index_even_after_many_executions(data)

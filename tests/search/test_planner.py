@@ -94,7 +94,15 @@ def index_scans(plan: list[dict[str, Any]]) -> list[str]:
 
 
 def idx_scan(url: str, name: str) -> int:
+    """Scans of index ``name``; on Citus the sum over its shards' copies (``<name>_<shardid>``)."""
     with psycopg.connect(url) as conn:
+        citus = conn.execute("SELECT to_regclass('pg_dist_partition') IS NOT NULL").fetchone() == (True,)
+        if citus and conn.execute("SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'chunks'::regclass").fetchone():
+            # Citus fills %s with format(): a literal % is written %%.
+            command = ("SELECT coalesce(sum(idx_scan), 0) FROM pg_stat_user_indexes "
+                       f"WHERE relid = '%s'::regclass AND indexrelname LIKE '{name}\\_%%'")
+            rows = conn.execute("SELECT result FROM run_command_on_shards('chunks', %s)", (command,)).fetchall()
+            return sum(int(r[0]) for r in rows)
         row = conn.execute("SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = %s", (name,)).fetchone()
     return row[0] if row else 0
 

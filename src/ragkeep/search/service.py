@@ -112,7 +112,12 @@ async def _execute(
     explain: list[Any] | None = None,
 ) -> tuple[list[dict[str, Any]], int | None]:
     query, scope_params = build_search_sql(kind, scope, filters, strategy, count_owner="count_owner" in params)
-    async with conn.cursor(row_factory=dict_row) as cur:
+    # On Citus a worker plans its shard's statement with the values as parameters, so it cannot
+    # prove a partial index's predicate (owner_id = X) and scans the shard's global index: the
+    # owner's own index is only used when the values are sent inline (client-side binding).
+    inline = strategy is Strategy.OWNER_INDEX and await on_citus(conn)
+    cursor = psycopg.AsyncClientCursor(conn, row_factory=dict_row) if inline else conn.cursor(row_factory=dict_row)
+    async with cursor as cur:
         if explain is not None:
             await cur.execute(sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) {}").format(query), {**scope_params, **params},
                               prepare=False)
