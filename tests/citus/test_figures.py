@@ -20,9 +20,11 @@ import psycopg
 import pytest
 from pgvector.psycopg import register_vector_async
 
+from ragkeep.config import LimitsConfig
 from ragkeep.db import citus
 from ragkeep.db.database import prepare_schema
 from ragkeep.db.distribute import distribute
+from ragkeep.errors import QuotaExceeded
 from ragkeep.indices.catalog import list_vector_indexes
 from ragkeep.ingest import store
 from ragkeep.maintenance import history
@@ -256,3 +258,67 @@ def test_warming_an_index_warms_every_shards_copy(url: str) -> None:
     assert state.state == "warm", state.error
     on_shards = shard_sum(url, "chunks", _SHARD_INDEX_SIZE) // 8192
     assert state.blocks == on_shards and state.blocks > shell(url, f"SELECT pg_relation_size('{INDEX}')") // 8192
+
+
+# -- storage quotas on the distributed database ----------------------------------------------------
+
+
+def add_user(url: str, owner: uuid.UUID) -> None:
+    """A user made after distribution (``users`` is a reference table); no owner_stats row yet:
+    the first claim under limits makes it (``storage.lock_owner``)."""
+    with psycopg.connect(url) as conn:
+        conn.execute("INSERT INTO users (id, email, hashed_password) VALUES (%s, %s, 'x')",
+                     (owner, f"{owner.hex}@quota.test"))
+
+
+async def claim(url: str, owner: uuid.UUID, n: int, limits: LimitsConfig) -> None:
+    """Owner's claim number ``n`` through the store, with limits, on a connection of its own."""
+    conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    try:
+        await store.insert_pending(
+            conn, owner_id=owner, document_id=uuid.UUID(int=(owner.int >> 16 << 16) + n, version=4),
+            collection_ids=[], document_type="txt", title=f"q{n}", metadata={}, size_in_bytes=10,
+            content_hash=f"{owner.hex}-{n}", limits_config=limits,
+        )
+    finally:
+        await conn.close()
+
+
+def owner_documents(url: str, owner: uuid.UUID) -> tuple[int, int]:
+    """The owner's documents counted, and owner_stats' document_count."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT (SELECT count(*) FROM documents WHERE owner_id = %(o)s), "
+                           "(SELECT document_count FROM owner_stats WHERE owner_id = %(o)s)", {"o": owner}).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def test_document_quota_holds_on_citus(url: str) -> None:
+    """max_documents = 3: three claims pass, the fourth is refused and writes nothing."""
+    owner = uuid.UUID(int=31 << 64, version=4)
+    add_user(url, owner)
+    limits = LimitsConfig(max_documents=3)
+    for n in range(3):
+        asyncio.run(claim(url, owner, n, limits))
+    assert owner_documents(url, owner) == (3, 3)
+    with pytest.raises(QuotaExceeded) as refused:
+        asyncio.run(claim(url, owner, 3, limits))
+    assert refused.value.limit_name == "max_documents" and refused.value.used == 3
+    assert owner_documents(url, owner) == (3, 3)
+
+
+def test_concurrent_claims_never_pass_the_quota_on_citus(url: str) -> None:
+    """Eight claims at once (separate connections, no owner_stats row yet) with max_documents = 3:
+    exactly three pass, the others are refused, and the counts agree."""
+    owner = uuid.UUID(int=32 << 64, version=4)
+    add_user(url, owner)
+    limits = LimitsConfig(max_documents=3)
+
+    async def all_at_once() -> list[BaseException | None]:
+        return await asyncio.gather(*(claim(url, owner, n, limits) for n in range(8)), return_exceptions=True)
+
+    outcomes = asyncio.run(all_at_once())
+    refused = [o for o in outcomes if o is not None]
+    assert all(isinstance(o, QuotaExceeded) and o.limit_name == "max_documents" for o in refused), refused
+    assert len(refused) == 5
+    assert owner_documents(url, owner) == (3, 3)
