@@ -1,5 +1,6 @@
 """The operator's figures on a distributed database: the coordinator's tables are empty shells, so
-the index list, the storage sizes and VACUUM's dead tuples must be the shards' sums. Each figure
+the index list, the storage sizes, VACUUM's dead tuples and the cache counters must be the shards'
+sums. Storage quotas are checked here too (claims through the store on the distributed tables). Each figure
 is compared with the shards' own, read here with ``run_command_on_shards`` (not the code's path).
 
 A database of its own (Citus metadata is per database) on the session cluster, 4 shards.
@@ -20,16 +21,23 @@ import psycopg
 import pytest
 from pgvector.psycopg import register_vector_async
 
+from ragkeep.config import LimitsConfig, SearchConfig
 from ragkeep.db import citus
 from ragkeep.db.database import prepare_schema
 from ragkeep.db.distribute import distribute
+from ragkeep.errors import QuotaExceeded
 from ragkeep.indices.catalog import list_vector_indexes
 from ragkeep.ingest import store
 from ragkeep.maintenance import history
 from ragkeep.maintenance.reindex import reindex_vector_indexes
 from ragkeep.maintenance.vacuum import table_stats, vacuum_tables
 from ragkeep.monitoring import housekeeping
-from ragkeep.monitoring.database import relation_sizes
+from ragkeep.monitoring.database import cache_stats, relation_sizes
+from ragkeep.search.filters import compile_filters
+from ragkeep.search.planner import Planner
+from ragkeep.search.queries import Kind, Strategy
+from ragkeep.search.scope import Scope
+from ragkeep.search.service import run_search
 from tests.search.synthetic import DIM, unit
 
 pytestmark = pytest.mark.db
@@ -256,3 +264,117 @@ def test_warming_an_index_warms_every_shards_copy(url: str) -> None:
     assert state.state == "warm", state.error
     on_shards = shard_sum(url, "chunks", _SHARD_INDEX_SIZE) // 8192
     assert state.blocks == on_shards and state.blocks > shell(url, f"SELECT pg_relation_size('{INDEX}')") // 8192
+
+
+# -- storage quotas on the distributed database ----------------------------------------------------
+
+
+def add_user(url: str, owner: uuid.UUID) -> None:
+    """A user made after distribution (``users`` is a reference table); no owner_stats row yet:
+    the first claim under limits makes it (``storage.lock_owner``)."""
+    with psycopg.connect(url) as conn:
+        conn.execute("INSERT INTO users (id, email, hashed_password) VALUES (%s, %s, 'x')",
+                     (owner, f"{owner.hex}@quota.test"))
+
+
+async def claim(url: str, owner: uuid.UUID, n: int, limits: LimitsConfig) -> None:
+    """Owner's claim number ``n`` through the store, with limits, on a connection of its own."""
+    conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    try:
+        await store.insert_pending(
+            conn, owner_id=owner, document_id=uuid.UUID(int=(owner.int >> 16 << 16) + n, version=4),
+            collection_ids=[], document_type="txt", title=f"q{n}", metadata={}, size_in_bytes=10,
+            content_hash=f"{owner.hex}-{n}", limits_config=limits,
+        )
+    finally:
+        await conn.close()
+
+
+def owner_documents(url: str, owner: uuid.UUID) -> tuple[int, int]:
+    """The owner's documents counted, and owner_stats' document_count."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT (SELECT count(*) FROM documents WHERE owner_id = %(o)s), "
+                           "(SELECT document_count FROM owner_stats WHERE owner_id = %(o)s)", {"o": owner}).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def test_document_quota_holds_on_citus(url: str) -> None:
+    """max_documents = 3: three claims pass, the fourth is refused and writes nothing."""
+    owner = uuid.UUID(int=31 << 64, version=4)
+    add_user(url, owner)
+    limits = LimitsConfig(max_documents=3)
+    for n in range(3):
+        asyncio.run(claim(url, owner, n, limits))
+    assert owner_documents(url, owner) == (3, 3)
+    with pytest.raises(QuotaExceeded) as refused:
+        asyncio.run(claim(url, owner, 3, limits))
+    assert refused.value.limit_name == "max_documents" and refused.value.used == 3
+    assert owner_documents(url, owner) == (3, 3)
+
+
+def test_concurrent_claims_never_pass_the_quota_on_citus(url: str) -> None:
+    """Eight claims at once (separate connections, no owner_stats row yet) with max_documents = 3:
+    exactly three pass, the others are refused, and the counts agree."""
+    owner = uuid.UUID(int=32 << 64, version=4)
+    add_user(url, owner)
+    limits = LimitsConfig(max_documents=3)
+
+    async def all_at_once() -> list[BaseException | None]:
+        return await asyncio.gather(*(claim(url, owner, n, limits) for n in range(8)), return_exceptions=True)
+
+    outcomes = asyncio.run(all_at_once())
+    refused = [o for o in outcomes if o is not None]
+    assert all(isinstance(o, QuotaExceeded) and o.limit_name == "max_documents" for o in refused), refused
+    assert len(refused) == 5
+    assert owner_documents(url, owner) == (3, 3)
+
+
+# -- cache counters -------------------------------------------------------------------------------
+
+
+async def a_few_searches(conn: psycopg.AsyncConnection) -> None:
+    """Semantic searches through the HNSW index (iterative strategy) over every shard and pinned."""
+    query = np.random.default_rng(5).standard_normal(DIM).astype(np.float32)
+    for scope in (Scope(None), Scope(OWNERS[2]), Scope(None)):
+        async with conn.transaction():
+            out = await run_search(conn, Kind.SEMANTIC, scope, compile_filters({}), planner=Planner(), limit=5,
+                                   query_vector=query, config=SearchConfig(), strategy=Strategy.ITERATIVE)
+        assert out.rows
+
+
+_COPIES = f"relid = '%s'::regclass AND starts_with(indexrelname, '{INDEX}_')"
+_SHARD_COUNTERS = {
+    "scans": f"SELECT coalesce(sum(idx_scan), 0) FROM pg_stat_user_indexes WHERE {_COPIES}",
+    "index_hit": f"SELECT coalesce(sum(idx_blks_hit), 0) FROM pg_statio_user_indexes WHERE {_COPIES}",
+    "heap_hit": "SELECT heap_blks_hit FROM pg_statio_user_tables WHERE relid = '%s'::regclass",
+    "indexes_hit": "SELECT idx_blks_hit FROM pg_statio_user_tables WHERE relid = '%s'::regclass",
+}
+
+
+def shard_counters(url: str) -> dict[str, int]:
+    return {name: shard_sum(url, "chunks", command) for name, command in _SHARD_COUNTERS.items()}
+
+
+def test_cache_counters_sum_the_shards(url: str) -> None:
+    """After searches (the workers did the reads), the chunks and per-index counters of
+    ``cache_stats`` (the /v3/system/stats and ragkeep_chunks_* figures) are the shards' sums."""
+    run(a_few_searches, url)  # closing the connection ends its worker backends: they publish their counters
+    deadline = time.monotonic() + 60
+    while shard_counters(url)["scans"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    # Counters only grow: read the shards on both sides of cache_stats until nothing moved between.
+    for _ in range(50):
+        before = shard_counters(url)
+        cache = run(cache_stats, url)
+        if shard_counters(url) == before:
+            break
+    (index,) = [i for i in cache["chunk_indexes"] if i["index"] == INDEX]
+    assert index["scans"] == before["scans"] > 0
+    assert index["blks_hit"] == before["index_hit"] > 0
+    assert index["method"] == "hnsw" and index["hit_ratio"] is not None
+    assert index["bytes"] == shard_sum(url, "chunks", _SHARD_INDEX_SIZE)
+    assert cache["chunks"]["heap"]["blks_hit"] == before["heap_hit"] > 0
+    assert cache["chunks"]["indexes"]["blks_hit"] == before["indexes_hit"] >= index["blks_hit"]
+    # The coordinator's shell saw none of it.
+    assert shell(url, f"SELECT coalesce(idx_scan, 0) FROM pg_stat_user_indexes WHERE indexrelname = '{INDEX}'") == 0
