@@ -35,6 +35,7 @@ WHERE c.relnamespace = current_schema()::regnamespace
 _ON_PLACEMENTS = """
 SELECT DISTINCT ON (shardid) shardid, nodename, nodeport, success, result
 FROM run_command_on_placements(%(table)s::regclass, %(command)s)
+WHERE %(shard)s::bigint IS NULL OR shardid = %(shard)s::bigint
 ORDER BY shardid, nodename, nodeport
 """
 
@@ -71,10 +72,13 @@ async def citus_tables(conn: psycopg.AsyncConnection[Any]) -> dict[str, str]:
     return {str(name): str(method) for name, method in await cur.fetchall()}
 
 
-async def on_shards(conn: psycopg.AsyncConnection[Any], table: str, command: str) -> list[ShardResult]:
+async def on_shards(
+    conn: psycopg.AsyncConnection[Any], table: str, command: str, shard: int | None = None
+) -> list[ShardResult]:
     """``command`` (one SELECT returning JSON text; ``%s`` is the shard's name) on each shard of
-    ``table``, in shard order. ShardsUnavailable when a shard fails: a sum without it would lie."""
-    cur = await conn.execute(_ON_PLACEMENTS, {"table": table, "command": command})
+    ``table`` (or only on ``shard``), in shard order. ShardsUnavailable when a shard fails: a sum
+    without it would lie."""
+    cur = await conn.execute(_ON_PLACEMENTS, {"table": table, "command": command, "shard": shard})
     out = []
     for shard_id, host, port, success, result in await cur.fetchall():
         if not success:

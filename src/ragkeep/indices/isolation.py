@@ -27,7 +27,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg.rows import dict_row
 
-from ragkeep.db.citus_sql import citus_tables
+from ragkeep.db.citus_sql import citus_tables, on_shards
 from ragkeep.errors import Conflict, InvalidInput, NotFound, Unavailable
 from ragkeep.indices.build import IndexBuilder, IndexSpec
 from ragkeep.indices.catalog import list_vector_indexes
@@ -60,10 +60,9 @@ SELECT nodename, nodeport FROM pg_dist_node
 WHERE isactive AND noderole = 'primary' AND shouldhaveshards ORDER BY nodeid
 """
 #: Run on every shard of chunks by Citus (``%s`` is the shard's name): the vector indexes on it.
-_SHARD_INDEXES = """SELECT coalesce(string_agg(c.relname, ',' ORDER BY c.relname), '')
+_SHARD_INDEXES = """SELECT coalesce(json_agg(c.relname ORDER BY c.relname), '[]')::text
 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam
 WHERE i.indrelid = '%s'::regclass AND i.indisvalid AND a.amname IN ('hnsw', 'ivfflat')"""
-_ON_SHARDS = "SELECT result, success FROM run_command_on_shards('chunks', %(command)s) WHERE shardid = %(shard)s"
 
 
 class IsolationFailed(Conflict):
@@ -114,11 +113,10 @@ async def owner_shard(conn: psycopg.AsyncConnection, owner_id: uuid.UUID, table:
 
 async def shard_vector_indexes(conn: psycopg.AsyncConnection, shard_id: int) -> list[str]:
     """The valid vector indexes on one shard of chunks (their names on the worker)."""
-    rows = await _rows(conn, _ON_SHARDS, {"command": _SHARD_INDEXES, "shard": shard_id})
-    if not rows or not rows[0]["success"]:
-        reason = rows[0]["result"] if rows else "no such shard"
-        raise Unavailable(f"could not list the indexes of shard {shard_id}: {reason}")
-    return [name for name in str(rows[0]["result"]).split(",") if name]
+    found = await on_shards(conn, "chunks", _SHARD_INDEXES, shard=shard_id)  # ShardsUnavailable: a 503
+    if not found:
+        raise Unavailable(f"could not list the indexes of shard {shard_id}: no such shard")
+    return [str(name) for name in found[0].value]
 
 
 async def _citus_step(conn: psycopg.AsyncConnection, what: str, query: str, params: dict[str, Any]) -> Any:
